@@ -1,0 +1,87 @@
+"""SplitNet: a small CIFAR-10 CNN built as a chain of blocks, so every boundary is a split point.
+
+The block outputs are deliberately narrow (24x32x32, 32x16x16, 64x8x8, 128x4x4) and each block
+is wide inside: the narrow boundaries are what travels over the network, the wide insides are
+what buys accuracy. Every boundary ends in ReLU, so latents are non-negative, which the
+clip-based quantizers of the latent codecs rely on.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+# ImageNet-free statistics of the CIFAR-10 training set (RGB, [0,1] scale).
+CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR_STD = (0.2470, 0.2435, 0.2616)
+
+
+class Normalize(nn.Module):
+    """Lives inside the graph so both Python and the browser feed plain RGB in [0,1]."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(CIFAR_MEAN).view(1, 3, 1, 1))
+        self.register_buffer("inv_std", 1.0 / torch.tensor(CIFAR_STD).view(1, 3, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) * self.inv_std
+
+
+def conv_bn(cin: int, cout: int, k: int = 3, pool: bool = False) -> nn.Sequential:
+    layers: list[nn.Module] = [nn.Conv2d(cin, cout, k, padding=k // 2, bias=False)]
+    if pool:
+        layers.append(nn.MaxPool2d(2))
+    layers += [nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+    return nn.Sequential(*layers)
+
+
+class Residual(nn.Module):
+    def __init__(self, body: nn.Module) -> None:
+        super().__init__()
+        self.body = body
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+def stage(cin: int, width: int, cout: int) -> nn.Sequential:
+    """Conv + pool at full width, a residual conv, then a 1x1 squeeze to the boundary width."""
+    return nn.Sequential(
+        conv_bn(cin, width, pool=True),
+        Residual(conv_bn(width, width)),
+        conv_bn(width, cout, k=1),
+    )
+
+
+class Scale(nn.Module):
+    """A fixed logit scale (1/8): keeps a high one-cycle learning rate stable, as in the
+    fast CIFAR-10 ResNet recipes; the exporter folds it into the preceding Gemm's graph."""
+
+    def __init__(self, factor: float) -> None:
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.factor
+
+
+class SplitNet(nn.Module):
+    """``blocks[i]`` maps boundary i to boundary i+1; the last block produces logits."""
+
+    BLOCK_NAMES = ("stem", "stage1", "stage2", "stage3", "classifier")
+
+    def __init__(self, widths: tuple[int, int, int] = (48, 192, 256),
+                 outs: tuple[int, int, int, int] = (24, 32, 64, 128), classes: int = 10) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList([
+            nn.Sequential(Normalize(), conv_bn(3, outs[0])),
+            stage(outs[0], widths[0], outs[1]),
+            stage(outs[1], widths[1], outs[2]),
+            stage(outs[2], widths[2], outs[3]),
+            nn.Sequential(nn.Flatten(), nn.Linear(outs[3] * 16, classes), Scale(0.125)),
+        ])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            x = block(x)
+        return x
