@@ -1,0 +1,1 @@
+"""The sender: captures frames, runs the head of the split model, sends latents."""
