@@ -1,0 +1,52 @@
+"""Builds the aiohttp application: Socket.IO signaling, HTTP files and /healthz together.
+
+One factory used by `server.py`, by the tests and by any program that wants a signaling
+server in-process, so they all run exactly the same wiring.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import socketio
+from aiohttp import web
+
+from .handlers import SignalingEvents
+from .rooms import Registry
+from .static import StaticRoutes
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+# Socket.IO's own message cap. Above our 64 KiB protocol limit, so that a somewhat oversized
+# payload gets a clear `error` event; far bigger ones are cut off by the transport (the
+# client is disconnected) before they cost memory.
+MAX_TRANSPORT_BYTES = 256 * 1024
+
+SIO_KEY = web.AppKey("sio", socketio.AsyncServer)
+REGISTRY_KEY = web.AppKey("registry", Registry)
+
+
+def create_app(static_dir: Path | str | None = None,
+               repo_root: Path | str | None = None) -> web.Application:
+    """The whole server as an aiohttp app.
+
+    `repo_root` holds `node_modules/` and `models/`; `static_dir` defaults to its `static/`.
+    Both are parameters so tests and deployments can point elsewhere.
+    """
+    root = Path(repo_root) if repo_root is not None else REPO_ROOT
+    static = Path(static_dir) if static_dir is not None else root / "static"
+    app = web.Application()
+    registry = Registry()
+    sio = socketio.AsyncServer(async_mode="aiohttp",
+                               max_http_buffer_size=MAX_TRANSPORT_BYTES)
+    sio.attach(app)  # serves /socket.io/
+    SignalingEvents(sio, registry).register()
+    StaticRoutes(static, root).add_to(app)
+    app.router.add_get("/healthz", healthz)
+    app[SIO_KEY] = sio
+    app[REGISTRY_KEY] = registry
+    return app
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """Liveness plus room/peer counts, for people and for scripts that wait for the server."""
+    return web.json_response({"ok": True, **request.app[REGISTRY_KEY].counts()})

@@ -1,0 +1,170 @@
+"""Socket.IO event handlers: the protocol of docs/signaling.md on top of `Registry`.
+
+Every client event goes through `_guarded`, which turns `Refused` into an `error` event plus a
+negative ack for that client only, and any other exception into a logged traceback with the
+same answer: one bad client or one bug must never take down the server or disturb others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any, Awaitable, Callable
+
+import socketio
+
+from .errors import Refused
+from .rooms import Peer, Registry
+from .validate import parse_join, parse_signal, parse_stats, payload_object
+
+log = logging.getLogger("signaling.events")
+
+Ack = dict[str, Any]
+Handler = Callable[..., Awaitable[Ack]]
+
+
+class SignalingEvents:
+    """Binds the protocol's client events to one AsyncServer and one Registry."""
+
+    def __init__(self, sio: socketio.AsyncServer, registry: Registry) -> None:
+        self._sio = sio
+        self._registry = registry
+        self._tasks: set[asyncio.Task[None]] = set()  # keeps late-stats tasks alive
+
+    def register(self) -> None:
+        self._sio.on("connect", self.on_connect)
+        self._sio.on("disconnect", self.on_disconnect)
+        for event, handler in (("join", self.join), ("leave", self.leave),
+                               ("signal", self.signal), ("stats", self.stats)):
+            self._sio.on(event, self._guarded(event, handler))
+        self._sio.on("*", self.on_unknown)
+
+    # -- client events -------------------------------------------------------------------
+
+    async def join(self, sid: str, *args: Any) -> Ack:
+        req = parse_join(payload_object(args))
+        peer, old = self._registry.join(sid, req.room, req.role, req.name)
+        if old is not None:
+            await self._announce_left(old)
+        log.info("peer %s joined room %s as %s (name %r)", sid, peer.room, peer.role, peer.name)
+        others = self._registry.others(peer)
+        for other in others:
+            await self._emit("peer-joined", peer.public(), other.id)
+        if peer.role == "dashboard":
+            self._spawn(self._send_last_stats(peer))
+        return {"ok": True, "id": sid, "room": peer.room, "role": peer.role,
+                "peers": [p.public() for p in others]}
+
+    async def leave(self, sid: str, *args: Any) -> Ack:
+        payload_object(args, optional=True)
+        old = self._registry.leave(sid)
+        if old is not None:
+            log.info("peer %s left room %s", sid, old.room)
+            await self._announce_left(old)
+        return {"ok": True}
+
+    async def signal(self, sid: str, *args: Any) -> Ack:
+        payload = payload_object(args)
+        source = self._joined(sid)
+        req = parse_signal(payload)
+        target = self._registry.relay_target(source, req.to)
+        message: dict[str, Any] = {"from": sid, "type": req.type}
+        if req.type == "candidate":
+            message["candidate"] = req.candidate
+        else:
+            message["sdp"] = req.sdp
+        await self._emit("signal", message, target.id)
+        log.debug("relayed %s %s -> %s in room %s", req.type, sid, target.id, source.room)
+        return {"ok": True}
+
+    async def stats(self, sid: str, *args: Any) -> Ack:
+        payload = payload_object(args)
+        source = self._joined(sid)
+        if source.role == "dashboard":
+            raise Refused("dashboards only watch: they send no stats")
+        req = parse_stats(payload)
+        message = {"from": sid, "role": source.role, "name": source.name,
+                   "time": time.time() * 1000.0, "report": req.report, "app": req.app}
+        source.last_stats = message
+        for dashboard in self._registry.dashboards(source.room):
+            await self._emit("stats", message, dashboard.id)
+        return {"ok": True}
+
+    async def on_unknown(self, event: str, sid: str, *args: Any) -> Ack:
+        return await self._refuse(sid, event, f"unknown event {event!r}; "
+                                  "known: join, leave, signal, stats")
+
+    # -- connection life cycle -----------------------------------------------------------
+
+    async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        log.info("client %s connected from %s", sid, environ.get("REMOTE_ADDR", "?"))
+
+    async def on_disconnect(self, sid: str, reason: Any = None) -> None:
+        """Disconnect is leave: the room must learn the peer is gone."""
+        try:
+            old = self._registry.leave(sid)
+            log.info("client %s disconnected (%s)%s", sid, reason,
+                     f", left room {old.room}" if old else "")
+            if old is not None:
+                await self._announce_left(old)
+        except Exception:  # noqa: BLE001 - a bug here must not kill the server
+            log.exception("error while handling disconnect of %s", sid)
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _guarded(self, event: str, handler: Handler) -> Handler:
+        async def guarded(sid: str, *args: Any) -> Ack:
+            try:
+                return await handler(sid, *args)
+            except Refused as err:
+                return await self._refuse(sid, event, str(err))
+            except Exception:  # noqa: BLE001 - see module docstring
+                log.exception("bug while handling %r from peer %s in room %s",
+                              event, sid, self._room_of(sid))
+                return await self._refuse(sid, event, "internal server error")
+        return guarded
+
+    async def _refuse(self, sid: str, event: str, error: str) -> Ack:
+        log.warning("refused %r from peer %s in room %s: %s",
+                    event, sid, self._room_of(sid), error)
+        await self._emit("error", {"event": event, "error": error}, sid)
+        return {"ok": False, "error": error}
+
+    def _joined(self, sid: str) -> Peer:
+        peer = self._registry.get(sid)
+        if peer is None:
+            raise Refused("join a room first")
+        return peer
+
+    def _room_of(self, sid: str) -> str:
+        peer = self._registry.get(sid)
+        return peer.room if peer else "-"
+
+    async def _announce_left(self, old: Peer) -> None:
+        for other in self._registry.members(old.room):
+            await self._emit("peer-left", old.public(), other.id)
+
+    async def _send_last_stats(self, dashboard: Peer) -> None:
+        """Catch a late dashboard up with every peer's last stats.
+
+        Runs as a task so that, in practice, the join ack is queued first; the dashboard may
+        still not rely on that order.
+        """
+        if self._registry.get(dashboard.id) is not dashboard:
+            return  # it left or re-joined before we got here
+        for peer in self._registry.others(dashboard):
+            if peer.last_stats is not None:
+                await self._emit("stats", peer.last_stats, dashboard.id)
+
+    async def _emit(self, event: str, data: dict[str, Any], to: str) -> None:
+        """Send to one client; a client that vanished meanwhile is not an error for others."""
+        try:
+            await self._sio.emit(event, data, to=to)
+        except Exception:  # noqa: BLE001
+            log.exception("could not send %r to %s", event, to)
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
