@@ -1,0 +1,148 @@
+"""python sender.py: the camera side of SplitRTC.
+
+Captures frames (a webcam, a video file, or the built-in moving test pattern when neither
+is given), paces them at 30 fps, resizes each to 32x32 (area interpolation), runs the head
+of the chosen split in ONNX Runtime and sends the float32 latent to a receiver in ROOM over
+a WebRTC data channel. Prints a live status line (fps, bytes/s, label, latency).
+
+Examples:
+    python sender.py                                  # built-in pattern, room demo
+    python sender.py --camera 0 --split stage2        # first webcam
+    python sender.py --video clip.mp4 --frames 300 --json --verify
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from sender.capture import CaptureError, open_source
+from sender.head import HeadCompute
+from sender.ledger import Ledger
+from sender.stream import SenderStream, StreamOptions
+from splitcore.models import Manifest, ModelError
+from splitcore.peering import SignalingClient, SignalingError
+
+log = logging.getLogger("splitrtc.sender")
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python sender.py", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--camera", help="webcam index (0) or device path (/dev/video0)")
+    src.add_argument("--video", help="a video file to stream instead of a camera")
+    p.add_argument("--loop", action="store_true", help="loop the video file")
+    p.add_argument("--server", default="http://127.0.0.1:8080", help="signaling server URL")
+    p.add_argument("--room", default="demo", help="room to join (default: demo)")
+    p.add_argument("--name", default="python-sender", help="label shown on the dashboard")
+    p.add_argument("--receiver", default=None, help="name of the receiver to use (default: the first)")
+    p.add_argument("--split", default="stage1", help="split point id from the manifest (default: stage1)")
+    p.add_argument("--manifest", default=None, help="models/manifest.json to use")
+    p.add_argument("--frames", type=int, default=0, help="stop after N frames sent (default: run until stopped)")
+    p.add_argument("--fps", type=float, default=30.0, help="target frame rate (default 30)")
+    p.add_argument("--verify", action="store_true",
+                   help="also run the full model locally and compare the receiver's logits bit for bit")
+    p.add_argument("--json", action="store_true", help="print one JSON summary object on stdout at exit")
+    p.add_argument("--log", type=Path, default=None, help="write one JSON line per frame to FILE")
+    p.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads (default 1)")
+    p.add_argument("--ice-server", action="append", default=[], help="STUN/TURN URL (repeatable)")
+    p.add_argument("--quiet", action="store_true", help="no live status line")
+    p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    return p.parse_args(argv)
+
+
+def status_line(stream: SenderStream) -> str:
+    led, rates = stream.ledger, stream.publisher.last_rates
+    p50, p99 = led.percentiles(recent=True)
+    bw = (f"payload {rates.payload_bytes_sent_ps / 1000:7.1f} kB/s  wire {rates.wire_bytes_sent_ps / 1000:7.1f} kB/s"
+          if rates else "payload     - kB/s  wire     - kB/s")
+    lat = f"p50 {p50:5.1f} ms p99 {p99:5.1f} ms" if p50 is not None else "p50     - ms p99     - ms"
+    return (f"seq {led.sent:6d}  {led.fps():5.1f} fps  {bw}  label {led.last_label or '-':<10}  "
+            f"{lat}  drops {led.dropped_sender.total() + led.dropped_receiver.total()}")
+
+
+async def show_status(stream: SenderStream) -> None:
+    tty = sys.stderr.isatty()
+    while True:
+        await asyncio.sleep(1.0)
+        sys.stderr.write(("\r" if tty else "") + status_line(stream) + ("" if tty else "\n"))
+        sys.stderr.flush()
+
+
+async def run(args: argparse.Namespace) -> dict:
+    manifest = Manifest.load(args.manifest)
+    manifest.split(args.split)  # an unknown split fails before the camera opens
+    camera = int(args.camera) if args.camera and args.camera.isdigit() else args.camera
+    source = open_source(camera=camera, video=args.video, loop=args.loop)
+    compute = HeadCompute(manifest, args.split, color=source.color, verify=args.verify,
+                          threads=args.threads)
+    log_file = open(args.log, "w") if args.log else None
+    ledger = Ledger(manifest.classes, log_file)
+    opts = StreamOptions(split=args.split, frames=args.frames, fps=args.fps, receiver_name=args.receiver)
+    stream = SenderStream(SignalingClient(args.server, args.room, "sender", args.name),
+                          compute, source, ledger, opts, args.ice_server)
+    status = None
+    _on_signals(stream)
+    try:
+        await stream.connect()
+        if not args.quiet:
+            status = asyncio.create_task(show_status(stream))
+        await stream.run()
+        final = await stream.final_report()
+    finally:
+        if status:
+            status.cancel()
+            sys.stderr.write("\n")
+        await stream.close()
+        if log_file:
+            log_file.close()
+    summary = ledger.summary()
+    summary.update(split=args.split, source=source.name, receiver=stream.receiver_id)
+    for entry in final:
+        if entry["type"] == "data-channel":
+            summary.update(payload_bytes=entry["bytesSent"], messages=entry["messagesSent"])
+        elif entry["type"] == "transport":
+            summary.update(wire_bytes=entry["bytesSent"], wire_packets=entry["packetsSent"])
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        summary = asyncio.run(_main(args))
+    except (ModelError, CaptureError, SignalingError, ValueError) as exc:
+        print(f"sender: {exc}", file=sys.stderr)
+        return 2
+    if summary is None:
+        return 130
+    if args.json:
+        print(json.dumps(summary))
+    return 0 if summary["accounted"] else 1
+
+
+def _on_signals(stream: SenderStream) -> None:
+    """First Ctrl-C: stop capturing, collect outstanding replies, print the summary.
+    Second Ctrl-C: give up at once."""
+    loop, task = asyncio.get_running_loop(), asyncio.current_task()
+
+    def handle() -> None:
+        if stream.stopping:
+            task.cancel()
+        stream.stop()
+    with contextlib.suppress(NotImplementedError):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, handle)
+
+
+async def _main(args: argparse.Namespace) -> dict | None:
+    try:
+        return await run(args)
+    except asyncio.CancelledError:
+        return None
