@@ -1,0 +1,58 @@
+# SplitRTC: `make run` installs what is missing and runs the live demo; `make test` runs the tests.
+# Every install step lives here, so a fresh machine needs nothing but python3, node/npm and make.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PORT   ?= 8080
+ROOM   ?= demo
+
+.PHONY: help run test test-py test-js setup setup-dev bench train export clean
+
+help:           ## list the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
+
+run: setup      ## install what is missing, start server + receiver + sender (built-in pattern), print the dashboard URL
+	$(PY) demo.py --port $(PORT) --room $(ROOM)
+
+test: setup-dev ## install what is missing and run every test (Python and JavaScript)
+	$(PY) -m pytest -q
+	npm test --silent
+
+test-py: setup-dev
+	$(PY) -m pytest -q
+
+test-js: node_modules/.installed
+	npm test --silent
+
+bench: setup-dev ## loopback benchmark of every split point (20 s each): prints a table
+	$(PY) -m bench.loopback
+
+train: $(VENV)/.train ## train SplitNet on CIFAR-10 (CPU, ~40 min) and export models/
+	$(PY) -m training.train --out build/splitnet.pt
+	$(PY) -m training.export build/splitnet.pt --out models
+
+setup: $(VENV)/.runtime node_modules/.installed
+setup-dev: $(VENV)/.dev node_modules/.installed
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.runtime: requirements.txt | $(VENV)/bin/python
+	$(PY) -m pip install -q -r requirements.txt
+	touch $@
+
+$(VENV)/.dev: requirements-dev.txt requirements.txt | $(VENV)/bin/python
+	$(PY) -m pip install -q -r requirements-dev.txt
+	touch $@ $(VENV)/.runtime
+
+$(VENV)/.train: requirements-train.txt requirements-dev.txt requirements.txt | $(VENV)/bin/python
+	$(PY) -m pip install -q -r requirements-train.txt
+	touch $@ $(VENV)/.dev $(VENV)/.runtime
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+clean:          ## remove the virtual environment, node_modules and build outputs
+	rm -rf $(VENV) node_modules build .pytest_cache .hypothesis

@@ -1,0 +1,79 @@
+"""Loopback benchmark: every split point streamed live at 30 fps through the real system.
+
+    python -m bench.loopback [--seconds 20] [--splits stage1,stage2] [--out results/loopback]
+
+For each split it starts ``server.py``, a receiver and a sender (the built-in pattern
+source) as separate processes on 127.0.0.1, streams for ``--seconds``, and reads the
+sender's JSON summary: sustained fps, end-to-end latency (capture to reply, on the sender's
+clock) p50/p99, payload and wire bytes per frame, and every drop. It prints a Markdown table
+and writes it, with the raw summaries, under ``--out``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+from splitcore.models import Manifest
+from splitcore.procs import process, receiver_args, run_sender, server
+
+COLUMNS = ("split", "latent", "frames", "fps", "p50 ms", "p99 ms", "payload B/frame",
+           "wire B/frame", "wire/payload", "stale drops", "other drops")
+
+
+def bench_split(split: str, seconds: float, fps: float, workdir: Path) -> dict:
+    frames = int(seconds * fps)
+    with server(workdir) as url, process(receiver_args(url, "bench"), workdir / f"receiver-{split}.log"):
+        summary, _ = run_sender(url, "bench", "--split", split, "--frames", str(frames), "--quiet",
+                                "--fps", str(fps), timeout=seconds * 3 + 60)
+    return summary
+
+
+def row(split: str, shape: tuple[int, ...], s: dict) -> list[str]:
+    sent = max(1, s["frames_sent"])
+    stale = s["dropped_by_sender"].get("stale", 0) + s["dropped_by_receiver"].get("stale", 0)
+    other = (sum(s["dropped_by_sender"].values()) + sum(s["dropped_by_receiver"].values())
+             + sum(s["errors"].values()) + s["in_flight_at_exit"] - stale)
+    return [split, "x".join(map(str, shape[1:])), str(s["frames_sent"]), f"{s['fps']:.2f}",
+            f"{s['latency_p50_ms']:.2f}", f"{s['latency_p99_ms']:.2f}",
+            f"{s['payload_bytes'] / sent:,.0f}", f"{s['wire_bytes'] / sent:,.0f}",
+            f"{s['wire_bytes'] / s['payload_bytes']:.3f}", str(stale), str(other)]
+
+
+def markdown(rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m bench.loopback", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seconds", type=float, default=20.0, help="streaming time per split (default 20)")
+    p.add_argument("--fps", type=float, default=30.0)
+    p.add_argument("--splits", default="", help="comma-separated split ids (default: all)")
+    p.add_argument("--out", type=Path, default=Path("results/loopback"))
+    args = p.parse_args(argv)
+    manifest = Manifest.load()
+    splits = [s for s in args.splits.split(",") if s] or list(manifest.splits)
+    results, rows = {}, []
+    with tempfile.TemporaryDirectory() as tmp:
+        for split in tqdm(splits, desc="splits", unit="split"):
+            results[split] = bench_split(split, args.seconds, args.fps, Path(tmp))
+            rows.append(row(split, manifest.split(split).shape, results[split]))
+    table = markdown(rows)
+    print(table)
+    args.out.mkdir(parents=True, exist_ok=True)
+    meta = {"seconds": args.seconds, "fps": args.fps, "machine": platform.machine(),
+            "cpus": __import__("os").cpu_count(), "date": time.strftime("%Y-%m-%d %H:%M:%S")}
+    (args.out / "loopback.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
+    (args.out / "loopback.md").write_text(table + "\n")
+    print(f"\nwrote {args.out}/loopback.json and loopback.md")
+
+
+if __name__ == "__main__":
+    main()
