@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 PORT   ?= 8080
 ROOM   ?= demo
 
-.PHONY: help run test test-py test-js setup setup-dev bench train export clean
+.PHONY: help run test test-py test-js setup setup-dev chromium bench train clean
 
 help:           ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -33,7 +33,11 @@ train: $(VENV)/.train ## train SplitNet on CIFAR-10 (CPU, ~40 min) and export mo
 	$(PY) -m training.export build/splitnet.pt --out models
 
 setup: $(VENV)/.runtime node_modules/.installed
-setup-dev: $(VENV)/.dev node_modules/.installed
+setup-dev: $(VENV)/.dev node_modules/.installed chromium
+
+chromium:       ## Debian's Chromium for the browser tests (never `playwright install`)
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)

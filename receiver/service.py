@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import OrderedDict
 
 from aiortc import RTCDataChannel, RTCPeerConnection
@@ -33,6 +34,7 @@ class Receiver:
         self.peers: dict[str, tuple[RTCPeerConnection, SenderSession]] = {}
         self.counters: dict[str, ChannelCounter] = {}
         self.publisher = StatsPublisher(self.signaling.sio, self._report, self._app)
+        self._fps_mark = (time.monotonic(), 0)  # (when, replies then): fps between reports
         self.closed_summaries: dict[str, dict] = {}
         # Final stats of ended sessions, reported (state "closed") like a browser keeps a
         # closed channel's stats, so the dashboard sees each sender's last bytes too.
@@ -100,7 +102,8 @@ class Receiver:
         await pc.close()
 
     async def _report(self) -> Report:
-        report: Report = [e for r in self.closed_reports.values() for e in r]
+        now = time.time() * 1000.0  # a closed channel's counters are final, its report is new
+        report: Report = [{**e, "timestamp": now} for r in self.closed_reports.values() for e in r]
         for sender, (pc, _) in list(self.peers.items()):
             counter = self.counters.get(sender)
             report += await collect(pc, [counter] if counter else [])
@@ -111,7 +114,10 @@ class Receiver:
         total = {k: sum(s.summary()[k] for s in sessions) for k in
                  ("frames", "inferred", "replied", "dropped_stale", "dropped_incomplete", "malformed")}
         last = next((s for s in reversed(sessions) if s.last_label), None)
-        return {"senders": len(sessions), **total, "dropped": total["dropped_stale"] +
+        now, (then, before) = time.monotonic(), self._fps_mark
+        self._fps_mark = (now, total["replied"])
+        fps = round((total["replied"] - before) / (now - then), 2) if now > then and total["replied"] >= before else 0.0
+        return {"senders": len(sessions), **total, "fps": fps, "dropped": total["dropped_stale"] +
                 total["dropped_incomplete"], "label": last.last_label if last else "",
                 "split": last.last_split if last else ""}
 
