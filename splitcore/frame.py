@@ -30,11 +30,17 @@ class DType(IntEnum):
 
 
 class Codec(IntEnum):
-    NONE = 0
+    NONE = 0            # the elements are the values (float32, float16)
+    AFFINE_TENSOR = 1   # int8, one scale/zero point per frame, in the header params
+    AFFINE_CHANNEL = 2  # int8, per-channel scale/zero point calibrated in the manifest
+    CLIP4 = 3           # uint4, clipped to [lo, lo + 15 * step], params in the header
 
 
 class Compression(IntEnum):
     NONE = 0
+    ZLIB = 1
+    ZSTD = 2
+    LZ4 = 3
 
 
 class FrameError(ValueError):
@@ -75,6 +81,12 @@ def element_count(shape: tuple[int, ...]) -> int:
     for d in shape:
         n *= d
     return n
+
+
+def max_payload_len(n: int) -> int:
+    """The largest payload_len a frame of ``n`` elements may declare: 4 bytes a value plus
+    the worst-case expansion of any compressor on incompressible data (< 1/256, + 1 KiB)."""
+    return 4 * n + (4 * n) // 256 + 1024
 
 
 def pack_header(h: Header) -> bytes:
@@ -162,7 +174,7 @@ def _enum(kind: type[IntEnum], value: int, code: str, seq: int) -> IntEnum:
 def _check_geometry(h: Header, frag_len: int) -> None:
     if min(h.shape) < 1 or element_count(h.shape) > MAX_ELEMENTS:
         raise FrameError("bad_shape", f"shape {h.shape} (each dim >= 1, <= {MAX_ELEMENTS} elements)", h.seq)
-    if h.payload_len > 4 * element_count(h.shape):  # no codec spends more than 4 B a value
+    if h.payload_len > max_payload_len(element_count(h.shape)):
         raise FrameError("bad_length", f"payload_len {h.payload_len} is too large for shape {h.shape}", h.seq)
     if h.frag_count < 1 or h.frag_index >= h.frag_count:
         raise FrameError("bad_fragment", f"fragment {h.frag_index} of {h.frag_count}", h.seq)

@@ -34,14 +34,31 @@ export const MAX_SPLIT_LEN = 64;
  * Largest payload a version-1 frame can need: MAX_ELEMENTS float32 elements. The Reassembler
  * refuses a larger `payload_len` before allocating for it (see {@link Reassembler}).
  */
-export const MAX_PAYLOAD = MAX_ELEMENTS * 4;
+export const MAX_PAYLOAD = maxPayloadLen(MAX_ELEMENTS);
+
+/**
+ * The largest `payload_len` a frame of `n` elements may declare: 4 bytes a value, plus the
+ * worst-case expansion of any compressor on incompressible data (under 1/256, plus 1 KiB).
+ * Same rule as Python's `splitcore.frame.max_payload_len`.
+ * @param {number} n
+ */
+export function maxPayloadLen(n) {
+  return 4 * n + Math.floor((4 * n) / 256) + 1024;
+}
 
 /** Element type on the wire (`dtype` header byte). */
 export const DType = Object.freeze({ FLOAT32: 1, FLOAT16: 2, INT8: 3, UINT8: 4, UINT4: 5 });
-/** How elements map back to float32 (`codec` header byte); version 1 knows only "none". */
-export const Codec = Object.freeze({ NONE: 0 });
-/** Payload compression (`compression` header byte); version 1 knows only "none". */
-export const Compression = Object.freeze({ NONE: 0 });
+/**
+ * How elements map back to float32 (`codec` header byte), as Python's `frame.Codec`. This
+ * module decodes only NONE ({@link decodeTensor}); `codecs.js` decodes them all.
+ */
+export const Codec = Object.freeze({ NONE: 0, AFFINE_TENSOR: 1, AFFINE_CHANNEL: 2, CLIP4: 3 });
+/**
+ * Lossless stage after the codec (`compression` header byte), as Python's
+ * `frame.Compression`. decodeFrame accepts every value so that a frame this peer cannot
+ * decompress still gets Python's error code; `codecs.js` decompresses (zlib only).
+ */
+export const Compression = Object.freeze({ NONE: 0, ZLIB: 1, ZSTD: 2, LZ4: 3 });
 
 /** dtype names as they appear in `tests/vectors/index.json` and in the UI. */
 export const DTYPE_NAMES = Object.freeze({
@@ -54,7 +71,7 @@ export const DTYPE_NAMES = Object.freeze({
  */
 export const ERROR_CODES = Object.freeze([
   'bad_magic', 'bad_version', 'bad_type', 'truncated', 'bad_header', 'bad_dtype', 'bad_codec',
-  'bad_compression', 'bad_shape', 'bad_length', 'bad_fragment', 'unknown_split',
+  'bad_compression', 'bad_params', 'bad_shape', 'bad_length', 'bad_fragment', 'unknown_split',
   'shape_mismatch',
 ]);
 
@@ -242,8 +259,9 @@ export function encodeFrame(h, payload, maxMessage = MAX_MESSAGE) {
  * (no copy). Checks run in the same order as Python's `decode`, so a malformed message gets
  * the same {@link FrameError} code on both sides.
  *
- * The length of a codec-0 payload against its shape is checked by {@link decodeTensor}
- * (as in Python), since the frame layer does not interpret payload bytes.
+ * Like Python, the frame layer bounds `payload_len` by the shape (at most 4 bytes an element
+ * plus 1,024) but does not interpret payload bytes: the exact length a codec needs is checked
+ * by {@link decodeTensor} / `codecs.js` `decodeLatent` (as Python's `decode_tensor`).
  *
  * @param {ArrayBuffer|ArrayBufferView} msg
  * @returns {{header: FrameHeader, payload: Uint8Array}}
@@ -318,6 +336,9 @@ function hex2(b) { return b.toString(16).padStart(2, '0'); }
 function checkGeometry(h, fragLen) {
   if (Math.min(...h.shape) < 1 || elementCount(h.shape) > MAX_ELEMENTS) {
     throw new FrameError('bad_shape', `shape [${h.shape}] (each dim >= 1, <= ${MAX_ELEMENTS} elements)`, h.seq);
+  }
+  if (h.payloadLen > maxPayloadLen(elementCount(h.shape))) { // 4 B a value + compressor overhead
+    throw new FrameError('bad_length', `payload_len ${h.payloadLen} is too large for shape [${h.shape}]`, h.seq);
   }
   if (h.fragCount < 1 || h.fragIndex >= h.fragCount) {
     throw new FrameError('bad_fragment', `fragment ${h.fragIndex} of ${h.fragCount}`, h.seq);
@@ -417,20 +438,34 @@ export class Reassembler {
 // Codec "none": the elements are the values, little-endian float32 or float16.
 
 const ITEMSIZE = { [DType.FLOAT32]: 4, [DType.FLOAT16]: 2 };
+/** Parameter bytes each codec carries in the header (Python's `raw_size`). */
+const PARAMS_LEN = { [Codec.NONE]: 0, [Codec.AFFINE_TENSOR]: 8, [Codec.AFFINE_CHANNEL]: 4, [Codec.CLIP4]: 8 };
+const CODEC_NAMES = { 0: 'NONE', 1: 'AFFINE_TENSOR', 2: 'AFFINE_CHANNEL', 3: 'CLIP4' };
 
 /**
- * Bytes the payload of `h` must have, or FrameError for a combination this peer cannot
- * decode (same codes and order as Python's `codecs.payload_size`).
+ * Bytes of the quantized payload of `h` before compression (for codec none: the payload
+ * itself), or FrameError for a frame no codec can decode: `bad_dtype` when dtype and codec do
+ * not go together, `bad_params` when the params have the wrong length. Same codes and order
+ * as Python's `codecs.raw_size` (alias `payload_size`).
+ * @param {FrameHeader} h
+ * @returns {number}
  */
 export function payloadSize(h) {
-  if (h.codec !== Codec.NONE || h.compression !== Compression.NONE) {
-    throw new FrameError('bad_codec', `codec ${h.codec} / compression ${h.compression} is not supported by this peer`, h.seq);
+  const n = elementCount(h.shape);
+  let size;
+  if (h.codec === Codec.NONE && ITEMSIZE[h.dtype] !== undefined) size = ITEMSIZE[h.dtype] * n;
+  else if ((h.codec === Codec.AFFINE_TENSOR || h.codec === Codec.AFFINE_CHANNEL) && h.dtype === DType.INT8) size = n;
+  else if (h.codec === Codec.CLIP4 && h.dtype === DType.UINT4) size = Math.floor((n + 1) / 2);
+  else {
+    throw new FrameError('bad_dtype', `dtype ${DTYPE_NAMES[h.dtype] ?? h.dtype} does not go with codec ` +
+      `${CODEC_NAMES[h.codec] ?? h.codec}`, h.seq);
   }
-  const size = ITEMSIZE[h.dtype];
-  if (size === undefined) {
-    throw new FrameError('bad_dtype', `dtype ${DTYPE_NAMES[h.dtype] ?? h.dtype} needs a quantizing codec`, h.seq);
+  const want = PARAMS_LEN[h.codec];
+  const got = h.params ? h.params.length : 0;
+  if (got !== want) {
+    throw new FrameError('bad_params', `codec ${CODEC_NAMES[h.codec]} takes ${want} parameter bytes, got ${got}`, h.seq);
   }
-  return elementCount(h.shape) * size;
+  return size;
 }
 
 /**
@@ -522,9 +557,14 @@ export function encodeTensor(x, dtype = DType.FLOAT32) {
 }
 
 /**
- * The float32 tensor of a complete frame (flat, row-major; `header.shape` gives its shape).
- * Checks `bad_codec`, `bad_dtype`, then `bad_length` like Python's `decode_tensor`, so a frame
- * whose length does not match its shape is refused instead of becoming a wrong tensor.
+ * The float32 tensor of a complete codec-none, uncompressed frame (flat, row-major;
+ * `header.shape` gives its shape). Synchronous, so other frames are refused, each with the
+ * code Python's `decode_tensor` gives where it can tell: `bad_dtype` / `bad_params` (see
+ * {@link payloadSize}), `bad_length`, `bad_compression` for any compressed payload (it cannot
+ * be inflated synchronously: use `decodeLatent` in `codecs.js`), `bad_params` for int8
+ * per-channel (no calibration here, as Python without `channels`), and `bad_codec` for the
+ * other quantizing codecs (use `decodeLatent`). A frame whose length does not match its shape
+ * is refused instead of becoming a wrong tensor.
  *
  * float32 whose bytes start 4-byte aligned (always so for a message received as an
  * ArrayBuffer: header_len is a multiple of 8) is returned as a view, without copying; it
@@ -538,9 +578,24 @@ export function encodeTensor(x, dtype = DType.FLOAT32) {
  */
 export function decodeTensor(header, payload, out) {
   const size = payloadSize(header);
-  if (payload.byteLength !== size || header.payloadLen !== size) {
+  if (payload.byteLength !== header.payloadLen) {
+    throw new FrameError('bad_length', `payload is ${payload.byteLength} bytes, payload_len says ${header.payloadLen}`, header.seq);
+  }
+  if (header.compression !== Compression.NONE) {
+    throw new FrameError('bad_compression', `compression ${header.compression} is not decoded by decodeTensor ` +
+      '(synchronous, uncompressed only): use decodeLatent from codecs.js', header.seq);
+  }
+  if (payload.byteLength !== size) {
     throw new FrameError('bad_length', `${DTYPE_NAMES[header.dtype]}[${header.shape}] needs ${size} bytes, ` +
       `got ${payload.byteLength} (payload_len ${header.payloadLen})`, header.seq);
+  }
+  if (header.codec === Codec.AFFINE_CHANNEL) {
+    throw new FrameError('bad_params', 'int8-channel frame needs this receiver\'s calibration: ' +
+      'use decodeLatent from codecs.js', header.seq);
+  }
+  if (header.codec !== Codec.NONE) {
+    throw new FrameError('bad_codec', `codec ${CODEC_NAMES[header.codec]} is not decoded by decodeTensor ` +
+      '(codec none only): use decodeLatent from codecs.js', header.seq);
   }
   const n = elementCount(header.shape);
   const dst = out instanceof Float32Array && out.length === n ? out : null;

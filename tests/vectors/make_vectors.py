@@ -17,8 +17,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+from splitcore import codecs  # noqa: E402
 from splitcore.codecs import encode_tensor  # noqa: E402
-from splitcore.frame import DType, Header, encode, pack_header  # noqa: E402
+from splitcore.frame import DType, Header, decode, encode, pack_header  # noqa: E402
 
 OUT = Path(__file__).resolve().parent
 
@@ -33,6 +34,43 @@ def valid_cases() -> list[tuple[str, Header, np.ndarray, DType]]:
         ("f32_latent_32x16x16", Header(4242, 98765.25, "stage1", latent.shape), latent, DType.FLOAT32),
         ("f32_fragmented", Header(65535, 0.0, "stem", big.shape), big, DType.FLOAT32),
     ]
+
+
+CALIBRATION = {"clip": [0.0, 3.0],
+               "int8_channel": {"scale": [0.01, 0.02, 0.015, 0.03], "zero_point": [-128, -128, -100, -128]}}
+
+
+def codec_latent() -> np.ndarray:
+    """ReLU-like: a third exact zeros, the rest spread past the calibrated ranges."""
+    v = np.sin(np.arange(64) * 0.7) * 3.2 + 0.4
+    return np.maximum(v, 0).astype(np.float32).reshape(1, 4, 4, 4)
+
+
+def codec_cases() -> list[tuple[str, str]]:
+    names = [q + c for q in codecs.QUANTIZERS for c in ("", "+zlib")]
+    return [(f"codec_{n.replace('+', '_').replace('-', '_')}", n) for n in names]
+
+
+def write_codec_vectors(index: dict) -> None:
+    x = codec_latent()
+    for i, (name, codec_name) in enumerate(codec_cases()):
+        spec = codecs.parse(codec_name, CALIBRATION)
+        dtype, codec, params, payload = codecs.encode(x, spec)
+        raw = codecs._quantize(x, spec)[3]
+        header = Header(100 + i, 50.0 + i, "stage2", x.shape, dtype, codec, spec.compression, params=params)
+        (msg,) = encode(header, payload)
+        files = [f"frames/{name}.0.bin"]
+        (OUT / files[0]).write_bytes(msg)
+        expected = codecs.decode_tensor(*decode(msg), channels=spec.channels)
+        (OUT / f"frames/{name}.expected.f32").write_bytes(expected.astype("<f4").tobytes())
+        (OUT / f"frames/{name}.raw.bin").write_bytes(bytes(raw))
+        index["codecs"].append({
+            "name": name, "codec_name": codec_name, "messages": files,
+            "expected_f32": f"frames/{name}.expected.f32", "input_f32": "frames/codec_input.f32",
+            "raw_payload": f"frames/{name}.raw.bin", "seq": header.seq, "split": header.split,
+            "shape": list(x.shape), "dtype": dtype.name.lower(), "codec": int(codec),
+            "compression": int(spec.compression), "params_hex": params.hex()})
+    (OUT / "frames/codec_input.f32").write_bytes(x.astype("<f4").tobytes())
 
 
 def invalid_cases(good: bytes) -> list[tuple[str, bytes, str]]:
@@ -60,8 +98,29 @@ def invalid_cases(good: bytes) -> list[tuple[str, bytes, str]]:
     ]
 
 
+def codec_invalid_cases() -> list[tuple[str, bytes, str]]:
+    x = codec_latent()
+    out = []
+    for codec_name, mutate, code in [
+        ("int8-tensor", lambda h, p: (Header(**{**h.__dict__, "params": h.params[:4]}), p), "bad_params"),
+        ("clip4", lambda h, p: (Header(**{**h.__dict__, "dtype": DType.INT8}), p), "bad_dtype"),
+        ("int8-tensor+zlib", lambda h, p: (h, bytes(p)[:-5]), "bad_compression"),
+        ("clip4", lambda h, p: (h, bytes(p)[:-2]), "bad_length"),
+        ("int8-channel", lambda h, p: (Header(**{**h.__dict__, "params": b"\0\0\0\0"}), p), "bad_params"),
+    ]:
+        spec = codecs.parse(codec_name, CALIBRATION)
+        dtype, codec, params, payload = codecs.encode(x, spec)
+        h, p = mutate(Header(1, 0.0, "stage2", x.shape, dtype, codec, spec.compression, params=params), payload)
+        (msg,) = encode(h, p)
+        out.append((f"{codec_name.replace('+', '_')}_{code}", msg, code))
+    return out
+
+
 def main() -> None:
-    index = {"spec": "docs/wire-format.md", "valid": [], "invalid": []}
+    index = {"spec": "docs/wire-format.md", "calibration": CALIBRATION, "valid": [], "invalid": [],
+             "codecs": [], "note": "codecs: encoding input_f32 with codec_name and the calibration "
+             "must give raw_payload (before compression) and params_hex exactly; compressed bytes "
+             "may differ between zlib implementations, so compare after decompression"}
     frames_dir = OUT / "frames"
     frames_dir.mkdir(exist_ok=True)
     first = b""
@@ -82,7 +141,8 @@ def main() -> None:
             "shape": list(header.shape), "dtype": dtype.name.lower(), "codec": 0,
             "compression": 0, "payload_len": sum(len(m) for m in messages) - len(messages) *
             header.header_len, "header_len": header.header_len})
-    for name, msg, code in invalid_cases(first):
+    write_codec_vectors(index)
+    for name, msg, code in invalid_cases(first) + codec_invalid_cases():
         path = f"frames/invalid_{name}.bin"
         (OUT / path).write_bytes(msg)
         index["invalid"].append({"name": name, "message": path, "error": code})
