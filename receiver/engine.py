@@ -31,6 +31,12 @@ class TailEngine:
         # Loaded once, at start-up: a wrong file stops the receiver before anyone connects.
         self.tails: dict[str, Runner] = {sid: tail_runner(manifest, sid, threads) for sid in manifest.splits}
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tail")
+        self._channels = {sid: p.codec("int8-channel").channels for sid, p in manifest.splits.items()
+                          if p.calibration and "int8_channel" in p.calibration}
+
+    def channels(self, split_id: str):
+        """Per-channel int8 calibration of a split (None when the manifest has none)."""
+        return self._channels.get(split_id)
 
     def expected_shape(self, split_id: str) -> tuple[int, ...] | None:
         point = self.manifest.splits.get(split_id)

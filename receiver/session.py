@@ -94,7 +94,7 @@ class SenderSession:
                 raise FrameError("shape_mismatch", f"split {h.split} takes {list(expected)}, "
                                  f"frame has {list(h.shape)}", h.seq)
             slot = self._pending.slot if self._pending else (1 if self._busy == 0 else 0)
-            decode_tensor(h, payload, out=self._bufs[h.split][slot])
+            decode_tensor(h, payload, out=self._bufs[h.split][slot], channels=self.engine.channels(h.split))
         except FrameError as err:
             self._refuse(err)
             return

@@ -25,7 +25,9 @@ from sender.capture import CaptureError, open_source
 from sender.head import HeadCompute
 from sender.ledger import Ledger
 from sender.stream import SenderStream, StreamOptions
+from splitcore.codecs import CodecSpec
 from splitcore.models import Manifest, ModelError
+from splitcore.operating import OperatingPoints
 from splitcore.peering import SignalingClient, SignalingError
 
 log = logging.getLogger("splitrtc.sender")
@@ -42,7 +44,16 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--room", default="demo", help="room to join (default: demo)")
     p.add_argument("--name", default="python-sender", help="label shown on the dashboard")
     p.add_argument("--receiver", default=None, help="name of the receiver to use (default: the first)")
-    p.add_argument("--split", default="stage1", help="split point id from the manifest (default: stage1)")
+    p.add_argument("--split", default="stage1",
+                   help="split point id from the manifest (default: stage1), or 'auto': the fewest "
+                        "bytes within --max-drop of the full model, from models/operating_points.json")
+    p.add_argument("--codec", default=None,
+                   help="latent codec: float32 (default), float16, int8-tensor, int8-channel, clip4, "
+                        "optionally +zlib/+zstd/+lz4 (e.g. clip4+zlib); with --split auto, chosen for you")
+    p.add_argument("--int8-head", action="store_true", help="run the statically quantized INT8 head")
+    p.add_argument("--max-drop", type=float, default=1.0,
+                   help="with --split auto: accuracy points you accept to lose (default 1.0)")
+    p.add_argument("--points", default=None, help="operating points file (default: models/operating_points.json)")
     p.add_argument("--manifest", default=None, help="models/manifest.json to use")
     p.add_argument("--frames", type=int, default=0, help="stop after N frames sent (default: run until stopped)")
     p.add_argument("--fps", type=float, default=30.0, help="target frame rate (default 30)")
@@ -75,16 +86,30 @@ async def show_status(stream: SenderStream) -> None:
         sys.stderr.flush()
 
 
+def choose(args: argparse.Namespace, manifest: Manifest) -> tuple[str, CodecSpec, bool, dict | None]:
+    """(split, codec, int8 head, the chosen operating point or None) from the command line."""
+    if args.split != "auto":
+        point = manifest.split(args.split)  # an unknown split fails before the camera opens
+        return args.split, point.codec(args.codec or "float32"), args.int8_head, None
+    if args.codec:
+        raise ValueError("--split auto chooses the codec too: drop --codec, or name a split")
+    points = OperatingPoints.load(args.points or manifest.path.parent / "operating_points.json")
+    op = points.choose(args.max_drop, set(manifest.splits), True if args.int8_head else None)
+    log.warning("auto: %s", op.describe(points.full_top1))
+    choice = {**op.__dict__, "max_drop": args.max_drop, "full_top1": points.full_top1}
+    return op.split, manifest.split(op.split).codec(op.codec), op.head == "int8", choice
+
+
 async def run(args: argparse.Namespace) -> dict:
     manifest = Manifest.load(args.manifest)
-    manifest.split(args.split)  # an unknown split fails before the camera opens
+    split, codec, int8, choice = choose(args, manifest)
     camera = int(args.camera) if args.camera and args.camera.isdigit() else args.camera
     source = open_source(camera=camera, video=args.video, loop=args.loop)
-    compute = HeadCompute(manifest, args.split, color=source.color, verify=args.verify,
-                          threads=args.threads)
+    compute = HeadCompute(manifest, split, color=source.color, verify=args.verify,
+                          threads=args.threads, int8=int8)
     log_file = open(args.log, "w") if args.log else None
     ledger = Ledger(manifest.classes, log_file)
-    opts = StreamOptions(split=args.split, frames=args.frames, fps=args.fps, receiver_name=args.receiver)
+    opts = StreamOptions(split=split, codec=codec, frames=args.frames, fps=args.fps, receiver_name=args.receiver)
     stream = SenderStream(SignalingClient(args.server, args.room, "sender", args.name),
                           compute, source, ledger, opts, args.ice_server)
     status = None
@@ -103,7 +128,10 @@ async def run(args: argparse.Namespace) -> dict:
         if log_file:
             log_file.close()
     summary = ledger.summary()
-    summary.update(split=args.split, source=source.name, receiver=stream.receiver_id)
+    summary.update(split=split, codec=codec.name, head="int8" if int8 else "float32",
+                   source=source.name, receiver=stream.receiver_id)
+    if choice:
+        summary["operating_point"] = choice
     for entry in final:
         if entry["type"] == "data-channel":
             summary.update(payload_bytes=entry["bytesSent"], messages=entry["messagesSent"])

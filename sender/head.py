@@ -15,9 +15,9 @@ from splitcore.preprocess import Preprocessor
 
 class HeadCompute:
     def __init__(self, manifest: Manifest, split_id: str, color: str = "bgr",
-                 verify: bool = False, threads: int = 1) -> None:
+                 verify: bool = False, threads: int = 1, int8: bool = False) -> None:
         self.split = manifest.split(split_id)
-        self.head = head_runner(manifest, split_id, threads)
+        self.head = head_runner(manifest, split_id, threads, int8=int8)
         if tuple(self.head.output.shape) != self.split.shape:
             raise ValueError(f"head of {split_id} outputs {self.head.output.shape}, "
                              f"manifest says {self.split.shape}")

@@ -14,14 +14,15 @@ import json
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiortc import RTCDataChannel
 
 from sender.capture import FrameSource, frames, pacer_for
 from sender.head import HeadCompute
 from sender.ledger import Ledger
-from splitcore.codecs import encode_tensor
+from splitcore import codecs
+from splitcore.codecs import CodecSpec
 from splitcore.frame import Header, encode
 from splitcore.peering import SignalingClient, SignalingError, add_browser_candidate, description, new_peer_connection
 from splitcore.rtcstats import ChannelCounter, StatsPublisher, collect
@@ -32,6 +33,7 @@ log = logging.getLogger("splitrtc.sender")
 @dataclass
 class StreamOptions:
     split: str
+    codec: CodecSpec = field(default_factory=lambda: CodecSpec("float32"))
     frames: int = 0                 # 0: until the source ends or Ctrl-C
     fps: float = 30.0
     max_buffered: int = 256 * 1024  # bytes queued in the channel before frames are dropped
@@ -128,8 +130,10 @@ class SenderStream:
 
     def _send(self, seq: int, frame, latent, reference) -> None:
         capture_ms = frame.timestamp * 1000
-        header = Header(seq & 0xFFFFFFFF, capture_ms, self.opts.split, tuple(latent.shape))
-        messages = encode(header, encode_tensor(latent))
+        dtype, codec, params, payload = codecs.encode(latent, self.opts.codec)
+        header = Header(seq & 0xFFFFFFFF, capture_ms, self.opts.split, tuple(latent.shape),
+                        dtype, codec, self.opts.codec.compression, params=params)
+        messages = encode(header, payload)
         self.ledger.on_sent(seq, capture_ms, reference, frame.index)
         self._settled.clear()
         for m in messages:
@@ -155,7 +159,7 @@ class SenderStream:
     def app_stats(self) -> dict:
         p50, p99 = self.ledger.percentiles(recent=True)
         led = self.ledger
-        out = {"split": self.opts.split, "frames": led.sent, "replies": led.replied,
+        out = {"split": self.opts.split, "codec": self.opts.codec.name, "frames": led.sent, "replies": led.replied,
                "dropped": led.dropped_sender.total() + led.dropped_receiver.total(),
                "malformed": led.errors.total(), "label": led.last_label,
                "latency_p50_ms": p50, "latency_p99_ms": p99,

@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from splitcore import codecs
+
 DEFAULT_MANIFEST = Path(__file__).resolve().parent.parent / "models" / "manifest.json"
 
 
@@ -38,6 +40,12 @@ class SplitPoint:
     bytes: int
     head: ModelFile
     tail: ModelFile
+    head_int8: ModelFile | None = None
+    calibration: dict | None = None  # codec parameters calibrated on training images
+
+    def codec(self, name: str) -> "codecs.CodecSpec":
+        """The codec ``name`` with this split's calibrated parameters (ValueError if unknown)."""
+        return codecs.parse(name, self.calibration)
 
 
 @dataclass(frozen=True)
@@ -60,7 +68,9 @@ class Manifest:
             def entry(e: dict) -> ModelFile:
                 return ModelFile(root / e["file"], e["sha256"], int(e["params"]), int(e["macs"]))
             splits = {s["id"]: SplitPoint(s["id"], s["tensor"], tuple(s["shape"]), int(s["bytes"]),
-                                          entry(s["head"]), entry(s["tail"])) for s in raw["splits"]}
+                                          entry(s["head"]), entry(s["tail"]),
+                                          entry(s["head_int8"]) if "head_int8" in s else None,
+                                          s.get("calibration")) for s in raw["splits"]}
             return cls(path, tuple(raw["classes"]), raw["input"]["name"], tuple(raw["input"]["shape"]),
                        raw["output"]["name"], entry(raw["full"]), splits)
         except FileNotFoundError:
@@ -128,8 +138,11 @@ def full_runner(m: Manifest, threads: int = 1) -> Runner:
     return Runner(m.full, m.input_shape, threads)
 
 
-def head_runner(m: Manifest, split_id: str, threads: int = 1) -> Runner:
-    return Runner(m.split(split_id).head, m.input_shape, threads)
+def head_runner(m: Manifest, split_id: str, threads: int = 1, int8: bool = False) -> Runner:
+    point = m.split(split_id)
+    if int8 and point.head_int8 is None:
+        raise ModelError(f"split {split_id} has no INT8 head in {m.path}: run `python -m training.quantize`")
+    return Runner(point.head_int8 if int8 else point.head, m.input_shape, threads)
 
 
 def tail_runner(m: Manifest, split_id: str, threads: int = 1) -> Runner:
