@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
@@ -24,6 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple, Protocol, runtime_checkable
 
+# OpenCV's FFmpeg backend prints its own errors ("moov atom not found") to stderr; ours say
+# more, so keep FFmpeg quiet unless the user asked otherwise. Read when a capture opens.
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 import cv2
 import numpy as np
 
