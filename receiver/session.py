@@ -42,6 +42,7 @@ class _Pending:
     header: Header
     slot: int
     received: float
+    decode_ms: float
 
 
 class SenderSession:
@@ -94,6 +95,7 @@ class SenderSession:
                 raise FrameError("shape_mismatch", f"split {h.split} takes {list(expected)}, "
                                  f"frame has {list(h.shape)}", h.seq)
             slot = self._pending.slot if self._pending else (1 if self._busy == 0 else 0)
+            received = time.monotonic()
             decode_tensor(h, payload, out=self._bufs[h.split][slot], channels=self.engine.channels(h.split))
         except FrameError as err:
             self._refuse(err)
@@ -103,7 +105,7 @@ class SenderSession:
             old = self._pending.header
             self.counters.dropped_stale += 1
             self._send({"type": "drop", "seq": old.seq, "capture_ms": old.capture_ms, "reason": "stale"})
-        self._pending = _Pending(h, slot, time.monotonic())
+        self._pending = _Pending(h, slot, received, (time.monotonic() - received) * 1000)
         self._wake.set()
 
     async def _run(self) -> None:
@@ -132,7 +134,8 @@ class SenderSession:
         now = time.monotonic()
         self._send({"type": "reply", "seq": h.seq, "capture_ms": h.capture_ms, "split": h.split,
                     "label": r.label, "name": name, "logits": r.logits, "probs": r.probs,
-                    "timing": {"queue_ms": round((r.started - job.received) * 1000, 3),
+                    "timing": {"decode_ms": round(job.decode_ms, 3),
+                               "queue_ms": round((r.started - job.received) * 1000, 3),
                                "tail_ms": round(r.tail_ms, 3),
                                "total_ms": round((now - job.received) * 1000, 3)}})
         self.counters.replied += 1
