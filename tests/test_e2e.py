@@ -96,3 +96,16 @@ def test_receiver_serves_two_senders_at_once(tmp_path: Path) -> None:
         s = json.loads(out.strip().splitlines()[-1])
         assert s["accounted"] and s["frames_sent"] == 45 and s["in_flight_at_exit"] == 0
         assert s["replies"] > 0 and not s["errors"]
+
+
+def test_split_auto_picks_the_fewest_bytes_within_the_drop(tmp_path: Path) -> None:
+    from splitcore.operating import OperatingPoints
+    points = OperatingPoints.load(Manifest.load().path.parent / "operating_points.json")
+    want = points.choose(1.0)
+    with server(tmp_path) as url, process(receiver_args(url, "auto"), tmp_path / "receiver.log"):
+        summary, _ = run_sender(url, "auto", "--split", "auto", "--max-drop", "1.0", "--frames", "30",
+                                "--quiet", "--verify")
+    op = summary["operating_point"]
+    assert (summary["split"], summary["codec"], summary["head"]) == (want.split, want.codec, want.head)
+    assert op["payload_bytes"] == want.payload_bytes and op["top1"] >= points.full_top1 - 0.01
+    assert summary["accounted"] and summary["replies"] > 0 and not summary["errors"]

@@ -61,3 +61,11 @@ def test_help_explains_every_option() -> None:
     assert p.returncode == 0
     for opt in ("--camera", "--video", "--split", "--frames", "--json", "--log", "--verify"):
         assert opt in p.stdout
+
+
+def test_auto_split_refuses_an_explicit_codec() -> None:
+    assert_refused(sender("--split", "auto", "--codec", "float16"), "--split auto chooses the codec")
+
+
+def test_unknown_codec() -> None:
+    assert_refused(sender("--codec", "int3"), "unknown codec 'int3'")
