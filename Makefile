@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 PORT   ?= 8080
 ROOM   ?= demo
 
-.PHONY: help run test test-py test-js setup setup-dev chromium bench train clean
+.PHONY: help run test test-py test-js setup setup-dev chromium bench study train clean
 
 help:           ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -28,9 +28,15 @@ test-js: node_modules/.installed
 bench: setup-dev ## loopback benchmark of every split point (20 s each): prints a table
 	$(PY) -m bench.loopback
 
-train: $(VENV)/.train ## train SplitNet on CIFAR-10 (CPU, ~40 min) and export models/
+train: $(VENV)/.train ## train SplitNet on CIFAR-10 (CPU, ~40 min), export, calibrate codecs, quantize heads
 	$(PY) -m training.train --out build/splitnet.pt
 	$(PY) -m training.export build/splitnet.pt --out models
+	$(PY) -m training.calibrate
+	$(PY) -m training.quantize
+
+study: setup-dev ## the split-point study (~25 min) and the operating points --split auto reads
+	$(PY) -m bench.study
+	$(PY) -m splitcore.operating
 
 setup: $(VENV)/.runtime node_modules/.installed
 setup-dev: $(VENV)/.dev node_modules/.installed chromium
