@@ -173,8 +173,6 @@ def raw_size(h: Header) -> int:
     return size
 
 
-payload_size = raw_size  # codec-none callers: the payload is the raw quantized bytes
-
 
 def decode_tensor(h: Header, payload: memoryview | bytes, out: np.ndarray | None = None,
                   channels: ChannelCalibration | None = None) -> np.ndarray:
@@ -237,9 +235,6 @@ def _dequantize(h: Header, raw, channels: ChannelCalibration | None) -> np.ndarr
 
 
 # ----------------------------------------------------------------------- codec-none helpers
-
-
-NAMES = {"float32": DType.FLOAT32, "float16": DType.FLOAT16}
 
 
 def encode_tensor(x: np.ndarray, dtype: DType = DType.FLOAT32) -> memoryview:
