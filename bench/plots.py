@@ -11,8 +11,8 @@ from matplotlib.lines import Line2D  # noqa: E402
 
 QUANT_COLORS = {"float32": "#1f77b4", "float16": "#2ca02c", "int8-tensor": "#ff7f0e",
                 "int8-channel": "#d62728", "clip4": "#9467bd"}
-COMP_MARKERS = {"none": "o", "zlib": "s", "zstd": "^", "lz4": "D"}
-COMP_STYLES = {"none": "-", "zlib": "--", "zstd": ":", "lz4": "-."}
+COMP_MARKERS = {"none": "o", "zlib": "s", "zstd": "^"}
+COMP_STYLES = {"none": "-", "zlib": "--", "zstd": ":"}
 SPLIT_LABELS = {"stem": "stem", "stage1": "s1", "stage2": "s2", "features": "feat"}
 
 

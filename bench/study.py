@@ -7,7 +7,7 @@ For each split and head (the float32 head and the INT8 head of ``training.quanti
 test image goes through the head once; its latent is then encoded with every codec
 (``splitcore.codecs``), framed into data-channel messages (``splitcore.frame``), reassembled,
 decoded, and, once per quantizer (the compressors are lossless: the decoded tensors of
-``q``, ``q+zlib``, ``q+zstd``, ``q+lz4`` are checked equal on every image), run through the
+``q``, ``q+zlib`` and ``q+zstd`` are checked equal on every image), run through the
 float32 tail. Measured per row:
 
 - payload bytes per frame: the whole messages (header + codec params + payload, over all
@@ -48,7 +48,7 @@ from splitcore.models import DEFAULT_MANIFEST, Manifest, ModelError, Runner
 from splitcore.preprocess import to_input
 
 ROOT = Path(__file__).resolve().parent.parent
-COMPRESSIONS = ("", "zlib", "zstd", "lz4")
+COMPRESSIONS = ("", "zlib", "zstd")
 ALL_CODECS = tuple(q + (f"+{c}" if c else "") for q in codecs.QUANTIZERS for c in COMPRESSIONS)
 HEADS = ("float32", "int8")
 JPEG_QUALITIES = (90, 75, 50)
@@ -493,12 +493,12 @@ def markdown(result: dict) -> str:
     lines += ["", "## Lossless compressors", "",
               "Ratio = quantized bytes / compressed payload (mean over images); ms = median time of the "
               "compressor alone on the quantized bytes (compress / decompress).", "",
-              "| split | head | quantizer | zlib ratio | zlib ms | zstd ratio | zstd ms | lz4 ratio | lz4 ms |",
-              "|---|---|---|---|---|---|---|---|---|"]
+              "| split | head | quantizer | zlib ratio | zlib ms | zstd ratio | zstd ms |",
+              "|---|---|---|---|---|---|---|"]
     comp = {(c["split"], c["head"], c["quantizer"], c["compression"]): c for c in result["compressors"]}
     for key in dict.fromkeys((c["split"], c["head"], c["quantizer"]) for c in result["compressors"]):
         cells = list(key)
-        for name in ("zlib", "zstd", "lz4"):
+        for name in ("zlib", "zstd"):
             c = comp.get((*key, name))
             cells += [_f(c and c["ratio"], ".2f"), f"{c['compress_ms']:.3f} / {c['decompress_ms']:.3f}" if c else "–"]
         lines.append("| " + " | ".join(cells) + " |")
@@ -510,7 +510,6 @@ def markdown(result: dict) -> str:
 
 def metadata(args, n: int, manifest: Manifest) -> dict:
     import aiortc
-    import lz4
     import onnxruntime
     import zstandard
     cpu = platform.processor() or platform.machine()
@@ -530,8 +529,7 @@ def metadata(args, n: int, manifest: Manifest) -> dict:
             "command": " ".join(["python -m bench.study", *args.argv]),
             "versions": {"python": platform.python_version(), "numpy": np.__version__,
                          "onnxruntime": onnxruntime.__version__, "opencv": cv2.__version__,
-                         "aiortc": aiortc.__version__, "zstandard": zstandard.__version__,
-                         "lz4": lz4.__version__}}
+                         "aiortc": aiortc.__version__, "zstandard": zstandard.__version__}}
 
 
 def pick_images(n: int, total: int) -> np.ndarray:

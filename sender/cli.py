@@ -49,10 +49,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                         "bytes within --max-drop of the full model, from models/operating_points.json")
     p.add_argument("--codec", default=None,
                    help="latent codec: float32 (default), float16, int8-tensor, int8-channel, clip4, "
-                        "optionally +zlib/+zstd/+lz4 (e.g. clip4+zlib); with --split auto, chosen for you")
+                        "optionally +zlib or +zstd (e.g. clip4+zlib; browsers decode zlib only); with --split auto, chosen for you")
     p.add_argument("--int8-head", action="store_true", help="run the statically quantized INT8 head")
     p.add_argument("--max-drop", type=float, default=1.0,
                    help="with --split auto: accuracy points you accept to lose (default 1.0)")
+    p.add_argument("--zstd", action="store_true",
+                   help="with --split auto, also consider +zstd codecs (smaller and faster than zlib, "
+                        "but only Python receivers decode them; browsers do not)")
     p.add_argument("--points", default=None, help="operating points file (default: models/operating_points.json)")
     p.add_argument("--manifest", default=None, help="models/manifest.json to use")
     p.add_argument("--frames", type=int, default=0, help="stop after N frames sent (default: run until stopped)")
@@ -94,7 +97,8 @@ def choose(args: argparse.Namespace, manifest: Manifest) -> tuple[str, CodecSpec
     if args.codec:
         raise ValueError("--split auto chooses the codec too: drop --codec, or name a split")
     points = OperatingPoints.load(args.points or manifest.path.parent / "operating_points.json")
-    op = points.choose(args.max_drop, set(manifest.splits), True if args.int8_head else None)
+    op = points.choose(args.max_drop, set(manifest.splits), True if args.int8_head else None,
+                       portable=not args.zstd)
     log.warning("auto: %s", op.describe(points.full_top1))
     choice = {**op.__dict__, "max_drop": args.max_drop, "full_top1": points.full_top1}
     return op.split, manifest.split(op.split).codec(op.codec), op.head == "int8", choice

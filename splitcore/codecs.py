@@ -3,7 +3,7 @@
 A codec is a quantizer (``codec`` and ``dtype`` header fields) optionally followed by a
 lossless compressor (``compression``). Names used on the command line and in the study:
 
-    float32 | float16 | int8-tensor | int8-channel | clip4   [+zlib | +zstd | +lz4]
+    float32 | float16 | int8-tensor | int8-channel | clip4   [+zlib | +zstd]
 
 Where the quantizer's parameters live, and why (``docs/wire-format.md`` has the layout):
 - ``int8-tensor``: scale and zero point computed per frame from its min and max, sent in the
@@ -34,7 +34,9 @@ _F32, _F16 = np.dtype("<f4"), np.dtype("<f2")
 _AFFINE = struct.Struct("<fi")          # int8-tensor params: scale f32, zero_point i32
 _CLIP = struct.Struct("<ff")            # clip4 params: lo f32, step f32
 QUANTIZERS = ("float32", "float16", "int8-tensor", "int8-channel", "clip4")
-COMPRESSORS = {"zlib": Compression.ZLIB, "zstd": Compression.ZSTD, "lz4": Compression.LZ4}
+COMPRESSORS = {"zlib": Compression.ZLIB, "zstd": Compression.ZSTD}
+# Every receiver, browsers included, decodes these; zstd only Python peers do.
+PORTABLE_COMPRESSORS = ("zlib",)
 
 
 @dataclass(frozen=True)
@@ -148,11 +150,8 @@ def _compress(raw: memoryview | bytes, comp: Compression) -> memoryview | bytes:
         return raw
     if comp == Compression.ZLIB:
         return zlib.compress(raw, 6)
-    if comp == Compression.ZSTD:
-        import zstandard
-        return zstandard.ZstdCompressor(level=3).compress(raw)
-    import lz4.block
-    return lz4.block.compress(bytes(raw), store_size=False)
+    import zstandard
+    return zstandard.ZstdCompressor(level=3).compress(raw)
 
 
 # ---------------------------------------------------------------------------------- decode
@@ -201,11 +200,8 @@ def _decompress(h: Header, payload: memoryview | bytes, size: int) -> memoryview
             if not d.eof or d.unused_data:  # browsers refuse trailing bytes too
                 raise ValueError("truncated, oversized or trailing-garbage zlib stream")
             return raw
-        if h.compression == Compression.ZSTD:
-            import zstandard
-            return zstandard.ZstdDecompressor().decompress(bytes(payload), max_output_size=size + 1)
-        import lz4.block
-        return lz4.block.decompress(bytes(payload), uncompressed_size=size)
+        import zstandard
+        return zstandard.ZstdDecompressor().decompress(bytes(payload), max_output_size=size + 1)
     except Exception as exc:  # each library raises its own error type
         raise FrameError("bad_compression", f"{h.compression.name} payload does not decompress: {exc}", h.seq) from None
 

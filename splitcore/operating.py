@@ -11,6 +11,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from splitcore.codecs import PORTABLE_COMPRESSORS
+
 
 @dataclass(frozen=True)
 class OperatingPoint:
@@ -46,16 +48,24 @@ class OperatingPoints:
         except (KeyError, TypeError, ValueError, json.JSONDecodeError) as exc:
             raise ValueError(f"{path} is not a valid operating-points file: {exc}") from None
 
-    def choose(self, max_drop: float, splits: set[str] | None = None, int8_head: bool | None = None) -> OperatingPoint:
-        """Fewest bytes with top-1 >= full - max_drop points; ties go to the higher accuracy."""
+    def choose(self, max_drop: float, splits: set[str] | None = None, int8_head: bool | None = None,
+               portable: bool = True) -> OperatingPoint:
+        """Fewest bytes with top-1 >= full - max_drop points; ties go to the higher accuracy.
+        ``portable`` keeps to codecs every receiver decodes (browsers have no zstd)."""
         floor = self.full_top1 - max_drop / 100.0
         ok = [p for p in self.points if p.top1 >= floor - 1e-12
               and (splits is None or p.split in splits)
-              and (int8_head is None or (p.head == "int8") == int8_head)]
+              and (int8_head is None or (p.head == "int8") == int8_head)
+              and (not portable or _portable(p.codec))]
         if not ok:
             raise ValueError(f"no operating point within {max_drop} points of the full model's "
                              f"{self.full_top1 * 100:.2f}%")
         return min(ok, key=lambda p: (p.payload_bytes, -p.top1))
+
+
+def _portable(codec: str) -> bool:
+    _, plus, comp = codec.partition("+")
+    return not plus or comp in PORTABLE_COMPRESSORS
 
 
 def from_study(study: dict) -> dict:

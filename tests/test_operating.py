@@ -30,6 +30,14 @@ def test_fewest_bytes_within_the_drop(tmp_path) -> None:
     assert op.choose(6.0, splits={"stage1", "stage2"}).payload_bytes == 1500
 
 
+def test_zstd_only_when_asked(tmp_path) -> None:
+    """Browsers cannot decode zstd: auto keeps to portable codecs unless told otherwise."""
+    zstd = {"split": "features", "codec": "clip4+zstd", "head": "float32", "payload_bytes": 600, "top1": 0.899}
+    op = points(tmp_path, P + [zstd])
+    assert op.choose(1.0).codec == "clip4" and op.choose(1.0).split == "stage2"
+    assert op.choose(1.0, portable=False).codec == "clip4+zstd"
+
+
 def test_nothing_within_the_drop_is_an_error(tmp_path) -> None:
     op = points(tmp_path, P[1:])
     with pytest.raises(ValueError, match="no operating point within 0.1"):

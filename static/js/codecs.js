@@ -5,7 +5,7 @@
  * A codec is a quantizer (`dtype` and `codec` header bytes) optionally followed by a lossless
  * compressor (`compression`). Names, as on the Python command line:
  *
- *     float32 | float16 | int8-tensor | int8-channel | clip4   [+zlib | +zstd | +lz4]
+ *     float32 | float16 | int8-tensor | int8-channel | clip4   [+zlib | +zstd]
  *
  * Byte compatibility with Python is the point of this module, so it copies numpy's
  * arithmetic exactly: encoders compute `x / scale` (or `(x - lo) / step`) in float64, round
@@ -14,8 +14,8 @@
  * for float32 arrays). `tests/vectors/` checks both sides produce the same bytes and tensors.
  *
  * zlib uses the platform's `CompressionStream` / `DecompressionStream('deflate')` (the
- * RFC 1950 format of Python's `zlib.compress`). zstd and lz4 are not available here: frames
- * using them are refused with `bad_compression`, and the encoder will not produce them.
+ * RFC 1950 format of Python's `zlib.compress`). zstd is not available here: frames
+ * using it are refused with `bad_compression`, and the encoder will not produce them.
  *
  * An ES module with no dependencies beyond `frame.js`, for the browser and Node 20.
  * @module codecs
@@ -28,11 +28,11 @@ import {
 /** Quantizer names, in Python's order (`codecs.QUANTIZERS`). */
 export const QUANTIZERS = Object.freeze(['float32', 'float16', 'int8-tensor', 'int8-channel', 'clip4']);
 /** Compressor suffixes and their header values (Python's `codecs.COMPRESSORS`). */
-export const COMPRESSORS = Object.freeze({ zlib: Compression.ZLIB, zstd: Compression.ZSTD, lz4: Compression.LZ4 });
+export const COMPRESSORS = Object.freeze({ zlib: Compression.ZLIB, zstd: Compression.ZSTD });
 /** Compressions this peer can encode and decode (besides none). */
 export const SUPPORTED_COMPRESSIONS = Object.freeze([Compression.ZLIB]);
 
-const COMPRESSION_NAMES = Object.freeze({ 0: 'none', 1: 'zlib', 2: 'zstd', 3: 'lz4' });
+const COMPRESSION_NAMES = Object.freeze({ 0: 'none', 1: 'zlib', 2: 'zstd' });
 /** Largest payload_len decodeFrame lets through is 4 bytes an element plus this. */
 const COMPRESSOR_SLACK = 1024;
 /**
@@ -155,7 +155,7 @@ async function calibrationFingerprint(scale, zeroPoint) {
  * the per-channel parameters from the split's `calibration` (`manifest.json`:
  * `splits[i].calibration`, the same shape as `tests/vectors/index.json`'s `calibration`).
  *
- * zstd and lz4 names parse (so a name from a Python peer or the manifest is understood), but
+ * zstd names parse (so a name from a Python peer or the manifest is understood), but
  * {@link encodeLatent} refuses them: see {@link SUPPORTED_COMPRESSIONS}.
  * @param {string} name
  * @param {{clip?: [number, number], int8_channel?: {scale: number[], zero_point: number[]}}|null} [calibration]
@@ -201,7 +201,7 @@ export function parseCodec(name, calibration = null) {
  *
  * Refuses (RangeError) what Python would encode into garbage or a frame receivers refuse:
  * NaN for the quantizing codecs, infinities for int8-tensor (its range comes from min/max),
- * an element count that does not split into the calibration's channels, zstd/lz4, and a
+ * an element count that does not split into the calibration's channels, zstd, and a
  * compressed payload over the spec's `4 * elements + 1024` bytes.
  *
  * @param {Float32Array} x     tensor values, row-major (float32 payloads view x, no copy)
@@ -299,7 +299,7 @@ function quantize(x, spec) {
  * bit-identical to Python's `codecs.decode_tensor`, with the same checks, order and codes:
  * `bad_dtype` (dtype does not go with codec), `bad_params` (wrong params length), `bad_length`
  * (payload vs payload_len, or decompressed size vs dtype and shape), `bad_compression` (does
- * not inflate, inflates past the expected size, or zstd/lz4, which this peer cannot
+ * not inflate, inflates past the expected size, or zstd, which this peer cannot
  * decompress), `bad_params` for an int8-channel frame without `channels` or with another
  * calibration's fingerprint. One addition: `bad_shape` for an int8-channel frame whose element
  * count does not split into the calibration's channels (Python raises a plain ValueError).

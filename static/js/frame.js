@@ -58,7 +58,8 @@ export const Codec = Object.freeze({ NONE: 0, AFFINE_TENSOR: 1, AFFINE_CHANNEL: 
  * `frame.Compression`. decodeFrame accepts every value so that a frame this peer cannot
  * decompress still gets Python's error code; `codecs.js` decompresses (zlib only).
  */
-export const Compression = Object.freeze({ NONE: 0, ZLIB: 1, ZSTD: 2, LZ4: 3 });
+// 3 was lz4, retired (docs/wire-format.md): frames with it are refused as an unknown compression.
+export const Compression = Object.freeze({ NONE: 0, ZLIB: 1, ZSTD: 2 });
 
 /** dtype names as they appear in `tests/vectors/index.json` and in the UI. */
 export const DTYPE_NAMES = Object.freeze({

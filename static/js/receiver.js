@@ -3,7 +3,7 @@
  *
  * Joins a room as "receiver" and answers offers from any number of senders, one
  * RTCPeerConnection each. Each sender's frames are reassembled with frame.js and decoded
- * with codecs.js (every codec of the wire format; compression zlib only, zstd/lz4 are
+ * with codecs.js (every codec of the wire format; compression zlib only, zstd is
  * answered with error bad_compression),
  * run through the split's tail in onnxruntime-web (sessions created once, at start-up, for
  * every split of the manifest) and answered with the JSON of receiver/session.py: a reply

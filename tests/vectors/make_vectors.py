@@ -89,6 +89,7 @@ def invalid_cases(good: bytes) -> list[tuple[str, bytes, str]]:
         ("unknown_dtype", patch(6, b"\x63"), "bad_dtype"),
         ("unknown_codec", patch(7, b"\x4d"), "bad_codec"),
         ("unknown_compression", patch(8, b"\x4d"), "bad_compression"),
+        ("retired_lz4_compression", patch(8, b"\x03"), "bad_compression"),
         ("zero_dimension", patch(44, struct.pack("<I", 0)), "bad_shape"),
         ("fragment_index_past_count", patch(28, struct.pack("<H", 3)), "bad_fragment"),
         ("extra_payload_bytes", good + b"\0\0\0\0", "bad_length"),
