@@ -1,6 +1,6 @@
 """Loopback benchmark: every split point streamed live at 30 fps through the real system.
 
-    python -m bench.loopback [--seconds 20] [--splits stage1,stage2] [--out results/loopback]
+    python -m bench.loopback [--seconds 20] [--splits stage1,stage2] [--event-loop uvloop] [--out DIR]
 
 For each split it starts ``server.py``, a receiver and a sender (the built-in pattern
 source) as separate processes on 127.0.0.1, streams for ``--seconds``, and reads the
@@ -19,18 +19,24 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from splitcore.loops import LOOPS
 from splitcore.models import Manifest
 from splitcore.procs import process, receiver_args, run_sender, server
 
 COLUMNS = ("split", "latent", "frames", "fps", "p50 ms", "p99 ms", "payload B/frame",
            "wire B/frame", "wire/payload", "stale drops", "other drops")
+# Median ms of each stage of a frame's latency (sender/ledger.py: STAGES).
+STAGE_COLUMNS = ("split", "capture+head", "encode+send", "data channel (both ways)", "receiver", "p50 total")
 
 
-def bench_split(split: str, seconds: float, fps: float, workdir: Path) -> dict:
+def bench_split(split: str, seconds: float, fps: float, workdir: Path, event_loop: str = "asyncio",
+                tail_threads: int = 1) -> dict:
     frames = int(seconds * fps)
-    with server(workdir) as url, process(receiver_args(url, "bench"), workdir / f"receiver-{split}.log"):
+    loop = ("--event-loop", event_loop)
+    extra = (*loop, "--threads", str(tail_threads))
+    with server(workdir) as url, process(receiver_args(url, "bench", *extra), workdir / f"receiver-{split}.log"):
         summary, _ = run_sender(url, "bench", "--split", split, "--frames", str(frames), "--quiet",
-                                "--fps", str(fps), timeout=seconds * 3 + 60)
+                                "--fps", str(fps), *loop, timeout=seconds * 3 + 60)
     return summary
 
 
@@ -45,8 +51,14 @@ def row(split: str, shape: tuple[int, ...], s: dict) -> list[str]:
             f"{s['wire_bytes'] / s['payload_bytes']:.3f}", str(stale), str(other)]
 
 
-def markdown(rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+def stage_row(split: str, s: dict) -> list[str]:
+    st = s.get("latency_stages_p50_ms") or {}
+    keys = ("capture_to_head_ms", "encode_send_ms", "network_ms", "receiver_ms")
+    return [split, *(f"{st[k]:.2f}" if k in st else "–" for k in keys), f"{s['latency_p50_ms']:.2f}"]
+
+
+def markdown(rows: list[list[str]], columns: tuple[str, ...] = COLUMNS) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
 
 
@@ -56,6 +68,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seconds", type=float, default=20.0, help="streaming time per split (default 20)")
     p.add_argument("--fps", type=float, default=30.0)
     p.add_argument("--splits", default="", help="comma-separated split ids (default: all)")
+    p.add_argument("--event-loop", choices=LOOPS, default="asyncio", help="for the sender and the receiver")
+    p.add_argument("--tail-threads", type=int, default=1, help="ONNX Runtime threads for the receiver's tail")
     p.add_argument("--out", type=Path, default=Path("results/loopback"))
     args = p.parse_args(argv)
     manifest = Manifest.load()
@@ -63,12 +77,13 @@ def main(argv: list[str] | None = None) -> None:
     results, rows = {}, []
     with tempfile.TemporaryDirectory() as tmp:
         for split in tqdm(splits, desc="splits", unit="split"):
-            results[split] = bench_split(split, args.seconds, args.fps, Path(tmp))
+            results[split] = bench_split(split, args.seconds, args.fps, Path(tmp), args.event_loop, args.tail_threads)
             rows.append(row(split, manifest.split(split).shape, results[split]))
-    table = markdown(rows)
+    table = markdown(rows) + "\n\nWhere the time goes (medians, ms):\n\n" + markdown(
+        [stage_row(s, results[s]) for s in splits], STAGE_COLUMNS)
     print(table)
     args.out.mkdir(parents=True, exist_ok=True)
-    meta = {"seconds": args.seconds, "fps": args.fps, "machine": platform.machine(),
+    meta = {"seconds": args.seconds, "fps": args.fps, "event_loop": args.event_loop, "tail_threads": args.tail_threads, "machine": platform.machine(),
             "cpus": __import__("os").cpu_count(), "date": time.strftime("%Y-%m-%d %H:%M:%S")}
     (args.out / "loopback.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
     (args.out / "loopback.md").write_text(table + "\n")

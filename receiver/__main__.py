@@ -18,6 +18,7 @@ import signal
 import sys
 
 from receiver.service import Receiver
+from splitcore.loops import add_event_loop_option, run_with_loop
 from splitcore.models import Manifest, ModelError
 from splitcore.peering import SignalingError
 
@@ -33,6 +34,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--ice-server", action="append", default=[],
                    help="STUN/TURN URL (repeatable); none by default, for closed networks")
     p.add_argument("--summary", action="store_true", help="print per-sender counters as JSON at exit")
+    add_event_loop_option(p)
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return p.parse_args(argv)
 
@@ -56,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        receiver = asyncio.run(run(args))
+        receiver = run_with_loop(run(args), args.event_loop)
     except (ModelError, SignalingError) as exc:
         print(f"receiver: {exc}", file=sys.stderr)
         return 2

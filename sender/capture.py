@@ -20,8 +20,9 @@ import os
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import NamedTuple, Protocol, runtime_checkable
 
@@ -55,12 +56,16 @@ class Frame:
     ``timestamp``: ``time.monotonic()`` seconds when the source got the frame; the latency
     clock starts here. ``index``: position in the source's stream from 0; skipped frames
     use up indices, so gaps show drops. ``media_time``: seconds into a file, if known.
+    ``result``: what ``frames(..., compute=f)`` made of the image, in the capture thread,
+    and ``computed`` the ``time.monotonic()`` when it was done.
     """
 
     image: np.ndarray
     timestamp: float
     index: int
     media_time: float | None = None
+    result: Any = None
+    computed: float = 0.0
 
 
 @runtime_checkable
@@ -397,21 +402,31 @@ def pacer_for(source: FrameSource, target_fps: float = TARGET_FPS) -> Pacer | No
     return Pacer(min(source.fps, target_fps))
 
 
-def _skip_then_read(source: FrameSource, skip: int) -> Frame | None:
-    """Worker-thread step: drop what the pacer says is stale, then read the frame to use."""
-    if skip:
-        source.skip(skip)
-    return source.read()
+def _skip_then_read(source: FrameSource, skip: int,
+                    compute: Callable[[np.ndarray], Any] | None = None) -> tuple[Frame | None, int]:
+    """Worker-thread step: drop what the pacer says is stale, read the frame to use, and
+    run ``compute`` on it while still on this thread (one hand-off per frame, not three).
+    Also returns how many frames were really skipped (fewer at the end of a file)."""
+    skipped = source.skip(skip) if skip else 0
+    frame = source.read()
+    if frame is not None and compute is not None:
+        result = compute(frame.image)
+        frame = replace(frame, result=result, computed=time.monotonic())
+    return frame, skipped
 
 
-async def frames(source: FrameSource, pacer: Pacer | None = None) -> AsyncIterator[Frame]:
+async def frames(source: FrameSource, pacer: Pacer | None = None,
+                 compute: Callable[[np.ndarray], Any] | None = None) -> AsyncIterator[Frame]:
     """Yield frames with ``read()`` in one dedicated thread, paced by ``pacer`` if given.
 
     The iterator owns the source: it opens it (if not yet open) and closes it when done,
     also when the consumer stops early (use ``contextlib.aclosing``). One thread for all
     calls because camera backends and decoders are not made for concurrent use.
     When the source runs faster than the pacer (a 60 fps file paced at 30), frames are
-    skipped to keep the file in step with the wall clock.
+    skipped to keep the file in step with the wall clock. ``compute`` (the sender's
+    preprocess and head) runs on the same thread right after each read, into ``Frame.result``:
+    every thread hand-off costs the event loop a wake-up, and this path has no other use for
+    the frame in between.
     """
     loop = asyncio.get_running_loop()
     worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"capture-{source.name}")
@@ -427,8 +442,10 @@ async def frames(source: FrameSource, pacer: Pacer | None = None) -> AsyncIterat
                 first_slot = slot.index if first_slot is None else first_slot
                 due = math.floor((slot.index - first_slot) * ratio + 1e-9)  # frame of this slot
                 skip = max(0, due - consumed)
-            frame = await loop.run_in_executor(worker, _skip_then_read, source, skip)
+            frame, skipped = await loop.run_in_executor(worker, _skip_then_read, source, skip, compute)
             if frame is None:
+                if pacer is not None and skipped < skip:  # slots past the end: no frame was lost
+                    pacer.dropped -= min(skip - skipped, slot.skipped)
                 return
             consumed += skip + 1
             yield frame

@@ -21,6 +21,11 @@ class InFlight:
     capture_ms: float
     frame: int                    # the source's frame index: gaps are the pacer's drops
     reference: np.ndarray | None  # full-model logits for --verify, else None
+    head_done_ms: float = 0.0     # monotonic ms when the head's latent was ready
+    sent_ms: float = 0.0          # monotonic ms when the last message was handed to the channel
+
+
+STAGES = ("capture_to_head_ms", "encode_send_ms", "network_ms", "receiver_ms")
 
 
 @dataclass
@@ -35,6 +40,7 @@ class Ledger:
     errors: Counter = field(default_factory=Counter)
     unmatched: int = 0          # replies for a seq we were not waiting for
     latencies: list[float] = field(default_factory=list)
+    stages: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in STAGES})
     recent: deque = field(default_factory=lambda: deque(maxlen=300))
     verified: int = 0
     bit_exact: int = 0
@@ -69,12 +75,14 @@ class Ledger:
         """A captured frame not sent (e.g. ``backpressure``: the channel is backed up)."""
         self.dropped_sender[reason] += 1
 
-    def on_sent(self, seq: int, capture_ms: float, reference: np.ndarray | None, frame: int) -> None:
+    def on_sent(self, seq: int, capture_ms: float, reference: np.ndarray | None, frame: int,
+                head_done_ms: float = 0.0) -> None:
         self.last_sent = time.monotonic()
         if not self.sent:
             self.first_sent = self.last_sent
         self.sent += 1
-        self.in_flight[seq] = InFlight(capture_ms, frame, reference)
+        self.in_flight[seq] = InFlight(capture_ms, frame, reference, head_done_ms or self.last_sent * 1000,
+                                       self.last_sent * 1000)
 
     def on_message(self, msg: dict, now_ms: float) -> None:
         """Settle one frame from the receiver's reply, drop or error message."""
@@ -96,6 +104,7 @@ class Ledger:
     def _reply(self, seq: int, msg: dict, entry: InFlight, latency_ms: float) -> None:
         self.replied += 1
         self.latencies.append(latency_ms)
+        self._split_latency(msg, entry, entry.capture_ms + latency_ms)
         self.recent.append(latency_ms)
         label = int(msg["label"])
         self.last_label = self.classes[label] if 0 <= label < len(self.classes) else str(label)
@@ -108,6 +117,19 @@ class Ledger:
             self.label_agree += int(label == int(entry.reference.argmax()))
         self._log({"seq": seq, "frame": entry.frame, "label": label, "name": self.last_label,
                    "latency_ms": round(latency_ms, 3)})
+
+    def _split_latency(self, msg: dict, entry: InFlight, now_ms: float) -> None:
+        """Where a frame's latency went: the sender's own stages on its clock, the receiver's
+        time from its reply, and the rest (both directions of the data channel, both event
+        loops) as ``network_ms``. Needs no shared clock."""
+        timing = msg.get("timing")
+        recv = timing.get("total_ms") if isinstance(timing, dict) else None
+        if not isinstance(recv, (int, float)):
+            return
+        self.stages["capture_to_head_ms"].append(entry.head_done_ms - entry.capture_ms)
+        self.stages["encode_send_ms"].append(entry.sent_ms - entry.head_done_ms)
+        self.stages["network_ms"].append(now_ms - entry.sent_ms - recv)
+        self.stages["receiver_ms"].append(float(recv))
 
     def _log(self, record: dict) -> None:
         if self.log_file is not None:
@@ -134,6 +156,8 @@ class Ledger:
                "in_flight_at_exit": len(self.in_flight), "unmatched_messages": self.unmatched,
                "accounted": self.check(), "seconds": round(self.elapsed(), 3), "fps": self.fps(),
                "latency_p50_ms": p50, "latency_p99_ms": p99}
+        if self.stages["receiver_ms"]:
+            out["latency_stages_p50_ms"] = {k: round(float(np.median(v)), 3) for k, v in self.stages.items()}
         if self.verified:
             out["fidelity"] = {"verified": self.verified, "bit_exact": self.bit_exact,
                                "label_agreement": round(self.label_agree / self.verified, 6),

@@ -13,12 +13,11 @@ import itertools
 import json
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from aiortc import RTCDataChannel
 
-from sender.capture import FrameSource, frames, pacer_for
+from sender.capture import FrameSource, Pacer, frames, pacer_for
 from sender.head import HeadCompute
 from sender.ledger import Ledger
 from splitcore import codecs
@@ -53,7 +52,6 @@ class SenderStream:
         self.receiver_id = ""
         self._settled = asyncio.Event()
         self.stopping = False
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="head")
         self.publisher = StatsPublisher(signaling.sio, self._report, self.app_stats)
 
     async def connect(self) -> None:
@@ -107,13 +105,11 @@ class SenderStream:
 
     async def run(self) -> None:
         """Stream until ``opts.frames`` are sent or the source ends, then wait for replies."""
-        loop = asyncio.get_running_loop()
         pacer = pacer_for(self.source, self.opts.fps)
         seqs = itertools.count()
-        async with contextlib.aclosing(frames(self.source, pacer)) as stream:
+        async with contextlib.aclosing(frames(self.source, pacer, self.compute.process)) as stream:
             async for frame in stream:
-                if pacer is not None and pacer.dropped > self.ledger.dropped_sender["stale"]:
-                    self.ledger.on_skipped(pacer.dropped - self.ledger.dropped_sender["stale"])
+                self._count_stale(pacer)
                 self.ledger.on_captured()
                 if self.channel.readyState != "open":
                     log.error("data channel closed (%s); stopping", self.pc.connectionState)
@@ -122,22 +118,28 @@ class SenderStream:
                 if self.channel.bufferedAmount > self.opts.max_buffered:
                     self.ledger.drop_before_send("backpressure")
                     continue
-                latent, reference = await loop.run_in_executor(self._pool, self.compute.process, frame.image)
-                self._send(next(seqs), frame, latent, reference)
+                latent, reference = frame.result
+                self._send(next(seqs), frame, latent, reference, frame.computed * 1000)
                 if self.stopping or (self.opts.frames and self.ledger.sent >= self.opts.frames):
                     break
+        self._count_stale(pacer)  # deadlines missed just before the source ended
         await self._drain()
 
-    def _send(self, seq: int, frame, latent, reference) -> None:
+    def _count_stale(self, pacer: Pacer | None) -> None:
+        """Bring the ledger's stale count up to the pacer's skipped deadlines."""
+        if pacer is not None and pacer.dropped > self.ledger.dropped_sender["stale"]:
+            self.ledger.on_skipped(pacer.dropped - self.ledger.dropped_sender["stale"])
+
+    def _send(self, seq: int, frame, latent, reference, head_done_ms: float) -> None:
         capture_ms = frame.timestamp * 1000
         dtype, codec, params, payload = codecs.encode(latent, self.opts.codec)
         header = Header(seq & 0xFFFFFFFF, capture_ms, self.opts.split, tuple(latent.shape),
                         dtype, codec, self.opts.codec.compression, params=params)
         messages = encode(header, payload)
-        self.ledger.on_sent(seq, capture_ms, reference, frame.index)
         self._settled.clear()
         for m in messages:
             self.channel.send(m)
+        self.ledger.on_sent(seq, capture_ms, reference, frame.index, head_done_ms)
         if seq % 300 == 0:
             log.debug("seq %d sent, %d message(s)", seq, len(messages))
 
@@ -173,4 +175,3 @@ class SenderStream:
         await self.publisher.stop()
         await self.pc.close()
         await self.signaling.close()
-        self._pool.shutdown(wait=False, cancel_futures=True)

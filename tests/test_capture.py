@@ -294,3 +294,22 @@ def test_async_frames_drops_when_the_consumer_is_slow() -> None:
     seen, pacer = asyncio.run(slow_consumer())
     assert pacer.dropped >= 4  # about 2 or 3 per slow frame
     assert seen[0] == 0 and seen[1] - seen[0] >= 3 and seen[2] - seen[1] >= 3
+
+
+def test_skips_past_the_end_of_a_file_are_not_counted_as_drops(tmp_path: Path) -> None:
+    """A consumer 3.5 periods slow asks to skip more frames near the end than the file has
+    left: only frames that existed may count as dropped, so the books still balance."""
+    colours = [(i * 12, 255 - i * 12, 64) for i in range(20)]
+    source = VideoFileSource(write_video(tmp_path, colours, 100.0))
+
+    async def slow_consumer() -> tuple[list[int], Pacer]:
+        pacer, seen = Pacer(fps=100.0), []
+        async with aclosing(frames(source, pacer)) as stream:
+            async for frame in stream:
+                seen.append(frame.index)
+                await asyncio.sleep(0.035)
+        return seen, pacer
+
+    seen, pacer = asyncio.run(slow_consumer())
+    assert pacer.dropped >= 4 and seen[0] == 0
+    assert len(seen) + pacer.dropped == len(colours), (seen, pacer.dropped)

@@ -78,16 +78,24 @@ def test_video_through_server_receiver_and_sender(tmp_path: Path, cifar_video: P
     assert all(r["label"] == expected[r["frame"]] for r in replies), replies
     assert summary["fidelity"]["bit_exact"] == summary["replies"]
 
+    # where the latency went: every stage measured, none negative, none beyond the worst frame
+    stages = summary["latency_stages_p50_ms"]
+    assert set(stages) == {"capture_to_head_ms", "encode_send_ms", "network_ms", "receiver_ms"}
+    assert all(0 <= v <= summary["latency_p99_ms"] for v in stages.values()), stages
+
 
 def test_receiver_serves_two_senders_at_once(tmp_path: Path) -> None:
     import subprocess
     import sys
 
     from tests.procs import ROOT
-    with server(tmp_path) as url, process(receiver_args(url, "pair"), tmp_path / "receiver.log"):
+    # the receiver and one sender on uvloop, the other sender on asyncio's own loop
+    with server(tmp_path) as url, process(receiver_args(url, "pair", "--event-loop", "uvloop"),
+                                          tmp_path / "receiver.log"):
         base = [sys.executable, "sender.py", "--server", url, "--room", "pair", "--json", "--quiet",
                 "--frames", "45"]
-        procs = [subprocess.Popen(base + ["--split", split, "--name", split], cwd=ROOT,
+        loops = {"stage1": "uvloop", "features": "asyncio"}
+        procs = [subprocess.Popen(base + ["--split", split, "--name", split, "--event-loop", loops[split]], cwd=ROOT,
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                  for split in ("stage1", "features")]
         outs = [p.communicate(timeout=120) for p in procs]
