@@ -25,8 +25,11 @@ test-py: setup-dev
 test-js: node_modules/.installed
 	npm test --silent
 
-bench: setup-dev ## loopback benchmark of every split point (20 s each): prints a table
-	$(PY) -m bench.loopback
+bench: setup-dev ## loopback benchmark of every split point (20 s each, default and tuned), and the transport's floor
+	$(PY) -m bench.loopback --out results/loopback
+	$(PY) -m bench.loopback --event-loop uvloop --tail-threads 2 --out results/loopback-tuned
+	$(PY) -m bench.transport_floor --out results/transport_floor/asyncio.json
+	$(PY) -m bench.transport_floor --event-loop uvloop --out results/transport_floor/uvloop.json
 
 train: $(VENV)/.train ## train SplitNet on CIFAR-10 (CPU, ~40 min), export, calibrate codecs, quantize heads
 	$(PY) -m training.train --out build/splitnet.pt
