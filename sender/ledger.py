@@ -8,6 +8,7 @@ balance; the end-to-end tests assert it.
 from __future__ import annotations
 
 import json
+import random
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
@@ -28,6 +29,30 @@ class InFlight:
 STAGES = ("capture_to_head_ms", "encode_send_ms", "network_ms", "receiver_ms")
 
 
+class Reservoir:
+    """Latencies for the run's percentiles in bounded memory: every sample while there are
+    fewer than ``size`` (an hour at 30 fps by default), then a uniform random sample of them
+    all (reservoir sampling), so a sender left running for days does not grow."""
+
+    def __init__(self, size: int = 108_000, seed: int = 0) -> None:
+        self.size, self.seen = size, 0
+        self.values: list[float] = []
+        self._rng = random.Random(seed)
+
+    def append(self, value: float) -> None:
+        self.seen += 1
+        if len(self.values) < self.size:
+            self.values.append(value)
+        elif (j := self._rng.randrange(self.seen)) < self.size:
+            self.values[j] = value
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def __iter__(self):
+        return iter(self.values)
+
+
 @dataclass
 class Ledger:
     classes: tuple[str, ...]
@@ -39,8 +64,8 @@ class Ledger:
     dropped_receiver: Counter = field(default_factory=Counter)
     errors: Counter = field(default_factory=Counter)
     unmatched: int = 0          # replies for a seq we were not waiting for
-    latencies: list[float] = field(default_factory=list)
-    stages: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in STAGES})
+    latencies: Reservoir = field(default_factory=Reservoir)
+    stages: dict[str, Reservoir] = field(default_factory=lambda: {k: Reservoir() for k in STAGES})
     recent: deque = field(default_factory=lambda: deque(maxlen=300))
     verified: int = 0
     bit_exact: int = 0
@@ -157,7 +182,7 @@ class Ledger:
                "accounted": self.check(), "seconds": round(self.elapsed(), 3), "fps": self.fps(),
                "latency_p50_ms": p50, "latency_p99_ms": p99}
         if self.stages["receiver_ms"]:
-            out["latency_stages_p50_ms"] = {k: round(float(np.median(v)), 3) for k, v in self.stages.items()}
+            out["latency_stages_p50_ms"] = {k: round(float(np.median(v.values)), 3) for k, v in self.stages.items()}
         if self.verified:
             out["fidelity"] = {"verified": self.verified, "bit_exact": self.bit_exact,
                                "label_agreement": round(self.label_agree / self.verified, 6),

@@ -1,7 +1,9 @@
 """The sender's ledger: latency split into stages, from its own clock and the receiver's reply."""
 from __future__ import annotations
 
-from sender.ledger import STAGES, Ledger
+import numpy as np
+
+from sender.ledger import STAGES, Ledger, Reservoir
 
 
 def _reply(seq: int, total_ms: float | None) -> dict:
@@ -32,3 +34,17 @@ def test_a_reply_without_timing_counts_but_splits_nothing() -> None:
     led.on_message(_reply(0, total_ms=None), now_ms=5.0)
     s = led.summary()
     assert s["replies"] == 1 and s["accounted"] and "latency_stages_p50_ms" not in s
+
+
+def test_reservoir_is_exact_until_full_then_bounded_and_uniform() -> None:
+    r = Reservoir(size=1000)
+    for v in range(1000):
+        r.append(float(v))
+    assert sorted(r) == [float(v) for v in range(1000)]
+    for v in range(1000, 100_000):
+        r.append(float(v))
+    assert len(r) == 1000 and r.seen == 100_000
+    # a uniform sample of 0..99,999: its median is near 50,000 (sd about 1,600), and the
+    # first 1,000 values keep only their share (about 10 of them), not all of them
+    assert 45_000 < float(np.median(r.values)) < 55_000
+    assert sum(v < 1000 for v in r) < 40
