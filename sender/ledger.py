@@ -140,8 +140,11 @@ class Ledger:
                 self.bit_exact += int(np.array_equal(got.view(np.uint32), entry.reference.view(np.uint32)))
                 self.max_abs_diff = max(self.max_abs_diff, float(np.abs(got - entry.reference).max()))
             self.label_agree += int(label == int(entry.reference.argmax()))
-        self._log({"seq": seq, "frame": entry.frame, "label": label, "name": self.last_label,
-                   "latency_ms": round(latency_ms, 3)})
+        record = {"seq": seq, "frame": entry.frame, "label": label, "name": self.last_label,
+                  "latency_ms": round(latency_ms, 3)}
+        if isinstance(msg.get("timing"), dict):
+            record["receiver"] = msg["timing"]  # decode, queue, tail and total ms on the receiver
+        self._log(record)
 
     def _split_latency(self, msg: dict, entry: InFlight, now_ms: float) -> None:
         """Where a frame's latency went: the sender's own stages on its clock, the receiver's

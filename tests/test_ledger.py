@@ -1,6 +1,9 @@
 """The sender's ledger: latency split into stages, from its own clock and the receiver's reply."""
 from __future__ import annotations
 
+import io
+import json
+
 import numpy as np
 
 from sender.ledger import STAGES, Ledger, Reservoir
@@ -14,7 +17,8 @@ def _reply(seq: int, total_ms: float | None) -> dict:
 
 
 def test_latency_stages_add_up_to_the_frame_latency() -> None:
-    led = Ledger(classes=tuple("abcdefghij"))
+    log = io.StringIO()
+    led = Ledger(classes=tuple("abcdefghij"), log_file=log)
     led.on_captured()
     led.on_sent(0, capture_ms=1000.0, reference=None, frame=0, head_done_ms=1001.5)
     entry = led.in_flight[0]
@@ -25,6 +29,7 @@ def test_latency_stages_add_up_to_the_frame_latency() -> None:
     assert s["latency_stages_p50_ms"] == {"capture_to_head_ms": 1.5, "encode_send_ms": 0.5,
                                           "network_ms": 3.75, "receiver_ms": 1.25}
     assert sum(s["latency_stages_p50_ms"].values()) == 7.0 and tuple(s["latency_stages_p50_ms"]) == STAGES
+    assert json.loads(log.getvalue())["receiver"]["total_ms"] == 1.25  # the per-frame log keeps it
 
 
 def test_a_reply_without_timing_counts_but_splits_nothing() -> None:
