@@ -19,13 +19,14 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from sender.ledger import STAGES
 from splitcore.loops import LOOPS
 from splitcore.models import Manifest
 from splitcore.procs import process, receiver_args, run_sender, server
 
 COLUMNS = ("split", "latent", "frames", "fps", "p50 ms", "p99 ms", "payload B/frame",
            "wire B/frame", "wire/payload", "stale drops", "other drops")
-# Median ms of each stage of a frame's latency (sender/ledger.py: STAGES).
+# Median ms of each stage of a frame's latency, in the order of sender.ledger.STAGES.
 STAGE_COLUMNS = ("split", "capture+head", "encode+send", "data channel (both ways)", "receiver", "p50 total")
 
 
@@ -53,8 +54,7 @@ def row(split: str, shape: tuple[int, ...], s: dict) -> list[str]:
 
 def stage_row(split: str, s: dict) -> list[str]:
     st = s.get("latency_stages_p50_ms") or {}
-    keys = ("capture_to_head_ms", "encode_send_ms", "network_ms", "receiver_ms")
-    return [split, *(f"{st[k]:.2f}" if k in st else "–" for k in keys), f"{s['latency_p50_ms']:.2f}"]
+    return [split, *(f"{st[k]:.2f}" if k in st else "–" for k in STAGES), f"{s['latency_p50_ms']:.2f}"]
 
 
 def markdown(rows: list[list[str]], columns: tuple[str, ...] = COLUMNS) -> str:
