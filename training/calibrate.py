@@ -6,16 +6,18 @@ For each split the float32 head runs on ``--images`` training images (a seeded c
 ``splits[i].calibration`` is written into the manifest (read-modify-write: every other field
 is kept):
 
-    {"clip": [0.0, hi], "percentile": p,
+    {"clip": [lo, hi], "percentile": p,
      "int8_channel": {"scale": [...], "zero_point": [...], "percentile": q},
      "images": N, "seed": s, "check": {...}}
 
-- ``clip`` (clip4): ``hi`` is the p-th percentile of all latent values (zeros included; every
-  boundary ends in ReLU, so ``lo`` is 0).
+- ``clip`` (clip4): ``hi`` is the p-th percentile of all latent values (zeros included). A
+  ReLU latent (stem, features) gets ``lo`` = 0; a signed one (the linear stage1 and stage2
+  boundaries) gets the (100 - p)-th percentile, clipping both tails alike.
 - ``int8_channel``: channel ``c`` is the c-th of C contiguous blocks of the flattened latent
   (C = the conv channels: ``shape[1]`` of a 4-D latent; for a flattened latent, the channels
   of the tensor that the head's final Flatten flattens, e.g. 128 blocks of 16 for 2,048
-  features). Its range is [0, q-th percentile of that channel], and scale/zero point follow
+  features). Its range is [0, q-th percentile of that channel] (for a signed channel, the
+  (100 - q)-th percentile to the q-th), and scale/zero point follow
   ``splitcore.codecs``' int8 convention: ``scale = (hi - lo) / 255``,
   ``zero_point = rint(-128 - lo / scale)``, so a ReLU latent gets zero point -128.
 - p and q are not guessed: each candidate percentile is tried on ``--held-out`` *other*
@@ -201,7 +203,7 @@ def calibrate(manifest_path: Path, calib: np.ndarray, held: np.ndarray, seed: in
         t0 = time.perf_counter()
         s["calibration"] = calibrate_split(m, s["id"], calib, held, seed, threads)
         c = s["calibration"]
-        log(f"{s['id']:<9} clip [0, {c['clip'][1]:.4g}] at p{c['percentile']}, int8-channel "
+        log(f"{s['id']:<9} clip [{c['clip'][0]:.4g}, {c['clip'][1]:.4g}] at p{c['percentile']}, int8-channel "
             f"C={c['int8_channel']['channels']} at p{c['int8_channel']['percentile']} "
             f"({time.perf_counter() - t0:.1f} s)")
     return raw

@@ -27,8 +27,9 @@ from splitcore.datasets import CIFAR10_CLASSES  # noqa: E402
 from training.net import Scale, SplitNet  # noqa: E402
 
 INPUT, OUTPUT = "input", "logits"
-# split id -> (block index whose scope ends at the cut, op type of the cut node)
-BOUNDARIES = {"stem": (0, "Relu"), "stage1": (1, "Relu"), "stage2": (2, "Relu"),
+# split id -> (block index whose scope holds the cut, op type of the cut node; None: the
+# block's last node, whichever op ends it: a Relu, or a Conv where the boundary is linear)
+BOUNDARIES = {"stem": (0, None), "stage1": (1, None), "stage2": (2, None),
               "features": (4, "Flatten")}
 
 
@@ -58,8 +59,8 @@ def name_boundaries(model: onnx.ModelProto) -> None:
     renames = {}
     for split_id, (block, op) in BOUNDARIES.items():
         scope = f"/blocks.{block}/"
-        nodes = [n for n in model.graph.node if n.name.startswith(scope) and n.op_type == op]
-        node = nodes[-1] if op == "Relu" else nodes[0]
+        nodes = [n for n in model.graph.node if n.name.startswith(scope) and op in (None, n.op_type)]
+        node = nodes[-1] if op is None else nodes[0]
         renames[node.output[0]] = split_id
     for node in model.graph.node:
         node.input[:] = [renames.get(t, t) for t in node.input]
@@ -79,7 +80,8 @@ def file_entry(model: onnx.ModelProto, path: Path) -> dict:
 
 def export(ckpt: Path, out: Path, name: str = "splitnet") -> dict:
     state = torch.load(ckpt, map_location="cpu", weights_only=False)
-    net = SplitNet()
+    # Checkpoints from before linear boundaries were all-ReLU and say nothing of their arch.
+    net = SplitNet(relu_out=tuple(state.get("report", {}).get("arch", {}).get("relu_out", (True, True, True))))
     net.load_state_dict(state["state_dict"])
     full = export_full(fold_logit_scale(net))
     name_boundaries(full)

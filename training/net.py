@@ -2,8 +2,11 @@
 
 The block outputs are deliberately narrow (24x32x32, 32x16x16, 64x8x8, 128x4x4) and each block
 is wide inside (64, 256, 256 channels): the narrow boundaries are what travels over the
-network, the wide insides are what buys accuracy. Every layer ends in ReLU, so latents are
-non-negative, which the clip-based quantizers of the latent codecs rely on. The stem is a
+network, the wide insides are what buys accuracy. The squeezes into the stage1 and stage2
+boundaries are linear (no ReLU), as in MobileNetV2's linear bottlenecks: a ReLU on a narrow
+layer zeroes about half of what little gets through, so those two latents are signed; the
+stem and features latents end in ReLU and are non-negative (the codecs' calibrated ranges
+handle both). The stem is a
 fixed patch-whitening convolution (set from the data by ``training.train``), as in the fast
 CIFAR-10 training recipes: it spares the first epochs the work of decorrelating pixels.
 """
@@ -29,7 +32,7 @@ class Normalize(nn.Module):
         return (x - self.mean) * self.inv_std
 
 
-def conv_bn(cin: int, cout: int, k: int = 3, pool: bool = False) -> nn.Sequential:
+def conv_bn(cin: int, cout: int, k: int = 3, pool: bool = False, relu: bool = True) -> nn.Sequential:
     """Conv (+ max-pool) + BatchNorm + ReLU. (GELU inside the blocks cost 20% more time per
     step on this CPU; ReLU at the boundaries keeps latents non-negative either way.) The conv
     starts as an identity on its first channels (dirac init), an implicit residual that lets
@@ -37,7 +40,9 @@ def conv_bn(cin: int, cout: int, k: int = 3, pool: bool = False) -> nn.Sequentia
     layers: list[nn.Module] = [nn.Conv2d(cin, cout, k, padding=k // 2, bias=False)]
     if pool:
         layers.append(nn.MaxPool2d(2))
-    layers += [batch_norm(cout), nn.ReLU(inplace=True)]
+    layers.append(batch_norm(cout))
+    if relu:
+        layers.append(nn.ReLU(inplace=True))
     nn.init.dirac_(layers[0].weight[:min(cin, cout)])
     return nn.Sequential(*layers)
 
@@ -60,12 +65,13 @@ class Residual(nn.Module):
         return x + self.body(x)
 
 
-def stage(cin: int, width: int, cout: int) -> nn.Sequential:
-    """Conv + pool at full width, a residual conv, then a 1x1 squeeze to the boundary width."""
+def stage(cin: int, width: int, cout: int, relu_out: bool = True) -> nn.Sequential:
+    """Conv + pool at full width, a residual conv, then a 1x1 squeeze to the boundary width
+    (linear when ``relu_out`` is False)."""
     return nn.Sequential(
         conv_bn(cin, width, pool=True),
         Residual(conv_bn(width, width)),
-        conv_bn(width, cout, k=1),
+        conv_bn(width, cout, k=1, relu=relu_out),
     )
 
 
@@ -86,14 +92,20 @@ class SplitNet(nn.Module):
 
     BLOCK_NAMES = ("stem", "stage1", "stage2", "stage3", "classifier")
 
+    # Whether each stage's output (stage1, stage2, features) ends in ReLU. Checkpoints record
+    # it ("arch" in their report): the weights alone cannot tell, ReLU has no parameters.
+    RELU_OUT = (False, False, True)
+
     def __init__(self, widths: tuple[int, int, int] = (64, 256, 256),
-                 outs: tuple[int, int, int, int] = (24, 32, 64, 128), classes: int = 10) -> None:
+                 outs: tuple[int, int, int, int] = (24, 32, 64, 128), classes: int = 10,
+                 relu_out: tuple[bool, bool, bool] = RELU_OUT) -> None:
         super().__init__()
+        self.relu_out = tuple(relu_out)
         self.blocks = nn.ModuleList([
             nn.Sequential(Normalize(), conv_bn(3, outs[0])),
-            stage(outs[0], widths[0], outs[1]),
-            stage(outs[1], widths[1], outs[2]),
-            stage(outs[2], widths[2], outs[3]),
+            stage(outs[0], widths[0], outs[1], relu_out[0]),
+            stage(outs[1], widths[1], outs[2], relu_out[1]),
+            stage(outs[2], widths[2], outs[3], relu_out[2]),
             nn.Sequential(nn.Flatten(), nn.Linear(outs[3] * 16, classes), Scale(0.125)),
         ])
 
