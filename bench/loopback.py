@@ -1,17 +1,22 @@
 """Loopback benchmark: every split point streamed live at 30 fps through the real system.
 
-    python -m bench.loopback [--seconds 20] [--splits stage1,stage2] [--event-loop uvloop] [--out DIR]
+    python -m bench.loopback [--seconds 20] [--splits stage1,stage2] [--event-loop uvloop] [--no-pin] [--out DIR]
 
 For each split it starts ``server.py``, a receiver and a sender (the built-in pattern
 source) as separate processes on 127.0.0.1, streams for ``--seconds``, and reads the
 sender's JSON summary: sustained fps, end-to-end latency (capture to reply, on the sender's
 clock) p50/p99, payload and wire bytes per frame, and every drop. It prints a Markdown table
 and writes it, with the raw summaries, under ``--out``.
+
+By default the sender and the receiver are pinned to a core each (``--cpus``), as if each
+ran on its own machine; ``--no-pin`` lets the kernel place them, which measures the two
+peers fighting over the same cores as well (see ``splitcore.cpus``).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import tempfile
 import time
@@ -20,6 +25,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from sender.ledger import STAGES
+from splitcore.cpus import available
 from splitcore.loops import LOOPS
 from splitcore.models import Manifest
 from splitcore.procs import process, receiver_args, run_sender, server
@@ -30,14 +36,21 @@ COLUMNS = ("split", "latent", "frames", "fps", "p50 ms", "p99 ms", "payload B/fr
 STAGE_COLUMNS = ("split", "capture+head", "encode+send", "data channel (both ways)", "receiver", "p50 total")
 
 
+def pinning() -> tuple[str, str] | None:
+    """(sender CPU, receiver CPU): the first two this process may use; None with fewer."""
+    cpus = sorted(available())
+    return (str(cpus[0]), str(cpus[1])) if len(cpus) >= 2 else None
+
+
 def bench_split(split: str, seconds: float, fps: float, workdir: Path, event_loop: str = "asyncio",
-                tail_threads: int = 1) -> dict:
+                tail_threads: int = 1, pin: tuple[str, str] | None = None) -> dict:
     frames = int(seconds * fps)
     loop = ("--event-loop", event_loop)
-    extra = (*loop, "--threads", str(tail_threads))
+    send_cpus, recv_cpus = (("--cpus", pin[0]), ("--cpus", pin[1])) if pin else ((), ())
+    extra = (*loop, "--threads", str(tail_threads), *recv_cpus)
     with server(workdir) as url, process(receiver_args(url, "bench", *extra), workdir / f"receiver-{split}.log"):
         summary, _ = run_sender(url, "bench", "--split", split, "--frames", str(frames), "--quiet",
-                                "--fps", str(fps), *loop, timeout=seconds * 3 + 60)
+                                "--fps", str(fps), *loop, *send_cpus, timeout=seconds * 3 + 60)
     return summary
 
 
@@ -70,21 +83,28 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--splits", default="", help="comma-separated split ids (default: all)")
     p.add_argument("--event-loop", choices=LOOPS, default="asyncio", help="for the sender and the receiver")
     p.add_argument("--tail-threads", type=int, default=1, help="ONNX Runtime threads for the receiver's tail")
+    p.add_argument("--no-pin", dest="pin", action="store_false",
+                   help="do not pin the sender and the receiver to a core each (default: pinned)")
     p.add_argument("--out", type=Path, default=Path("results/loopback"))
     args = p.parse_args(argv)
     manifest = Manifest.load()
     splits = [s for s in args.splits.split(",") if s] or list(manifest.splits)
+    pin = pinning() if args.pin else None
+    if args.pin and pin is None:
+        print("only one CPU available: the sender and the receiver run unpinned")
     results, rows = {}, []
     with tempfile.TemporaryDirectory() as tmp:
         for split in tqdm(splits, desc="splits", unit="split"):
-            results[split] = bench_split(split, args.seconds, args.fps, Path(tmp), args.event_loop, args.tail_threads)
+            results[split] = bench_split(split, args.seconds, args.fps, Path(tmp), args.event_loop,
+                                         args.tail_threads, pin)
             rows.append(row(split, manifest.split(split).shape, results[split]))
     table = markdown(rows) + "\n\nWhere the time goes (medians, ms):\n\n" + markdown(
         [stage_row(s, results[s]) for s in splits], STAGE_COLUMNS)
     print(table)
     args.out.mkdir(parents=True, exist_ok=True)
-    meta = {"seconds": args.seconds, "fps": args.fps, "event_loop": args.event_loop, "tail_threads": args.tail_threads, "machine": platform.machine(),
-            "cpus": __import__("os").cpu_count(), "date": time.strftime("%Y-%m-%d %H:%M:%S")}
+    meta = {"seconds": args.seconds, "fps": args.fps, "event_loop": args.event_loop, "tail_threads": args.tail_threads,
+            "pinned": {"sender": pin[0], "receiver": pin[1]} if pin else None, "machine": platform.machine(),
+            "cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d %H:%M:%S")}
     (args.out / "loopback.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
     (args.out / "loopback.md").write_text(table + "\n")
     print(f"\nwrote {args.out}/loopback.json and loopback.md")

@@ -1,6 +1,6 @@
 """The data channel's own latency floor: aiortc to aiortc across two processes, no model.
 
-    python -m bench.transport_floor [--sizes 1000,8248,16448,32832] [--seconds 10] [--event-loop uvloop]
+    python -m bench.transport_floor [--sizes 1000,8248,16448,32832] [--seconds 10] [--event-loop uvloop] [--no-pin]
 
 One process offers a reliable, ordered data channel and sends messages of each size at
 ``--fps``; a second process (spawned: its own interpreter, GIL and core, like SplitRTC's
@@ -8,7 +8,8 @@ sender and receiver) answers each with its 4-byte sequence number. The time from
 ``send()`` to the answer's arrival is the least a frame of that size can take end to end in
 SplitRTC on this machine: no capture, model, codec, framing or JSON, only aiortc's SCTP,
 DTLS and UDP on loopback. The SDP goes over a multiprocessing pipe, so no signaling server
-runs during the measurement. Compare it with ``bench.loopback``'s per-stage latency.
+runs during the measurement. Compare it with ``bench.loopback``'s per-stage latency. As
+there, the two processes are pinned to a core each unless ``--no-pin``.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ import numpy as np
 from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 from tqdm import tqdm
 
+from splitcore.cpus import available, pin
 from splitcore.loops import LOOPS, run_with_loop
 
 _SEQ = struct.Struct("<I")
@@ -46,7 +48,9 @@ async def _answer(conn) -> None:
     await pc.close()
 
 
-def _child(conn, loop_name: str) -> None:
+def _child(conn, loop_name: str, cpu: int | None) -> None:
+    if cpu is not None:
+        pin({cpu})
     run_with_loop(_answer(conn), loop_name)
 
 
@@ -111,15 +115,22 @@ async def _offer(conn, sizes: list[int], seconds: float, fps: float, warmup: flo
 
 
 def measure(sizes: list[int], seconds: float = 10.0, fps: float = 30.0, loop_name: str = "asyncio",
-            warmup: float = 1.0) -> dict:
-    """{size: {messages, p50_ms, p99_ms}} of send-to-echo round trips across two processes."""
+            warmup: float = 1.0, pinned: bool = True) -> dict:
+    """{size: {messages, p50_ms, p99_ms}} of send-to-echo round trips across two processes,
+    pinned to the first two available CPUs (when ``pinned`` and there are two)."""
+    cpus = sorted(available())
+    mine, theirs = (cpus[0], cpus[1]) if pinned and len(cpus) >= 2 else (None, None)
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe()
-    proc = ctx.Process(target=_child, args=(child, loop_name), daemon=True)
+    proc = ctx.Process(target=_child, args=(child, loop_name, theirs), daemon=True)
     proc.start()
+    if mine is not None:
+        pin({mine})
     try:
         return run_with_loop(_offer(parent, sizes, seconds, fps, warmup), loop_name)
     finally:
+        if mine is not None:
+            pin(set(cpus))
         proc.join(10)
         if proc.is_alive():
             proc.kill()
@@ -134,16 +145,21 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seconds", type=float, default=10.0, help="measured seconds per size (default 10)")
     p.add_argument("--fps", type=float, default=30.0)
     p.add_argument("--event-loop", choices=LOOPS, default="asyncio", help="event loop for both processes")
+    p.add_argument("--no-pin", dest="pin", action="store_false",
+                   help="let the kernel place the two processes (default: a core each)")
     p.add_argument("--out", type=Path, default=None, help="also write the figures as JSON here")
     args = p.parse_args(argv)
-    res = measure([int(s) for s in args.sizes.split(",")], args.seconds, args.fps, args.event_loop)
-    print(f"\naiortc data channel, two processes, {args.fps:g} messages/s, event loop {args.event_loop}:\n")
+    res = measure([int(s) for s in args.sizes.split(",")], args.seconds, args.fps, args.event_loop,
+                  pinned=args.pin)
+    print(f"\naiortc data channel, two processes{' pinned to a core each' if args.pin else ''}, "
+          f"{args.fps:g} messages/s, event loop {args.event_loop}:\n")
     print("| message B | echoes | p50 ms | p99 ms |\n|---|---|---|---|")
     for size, r in res.items():
         print(f"| {size:,} | {r['messages']} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} |")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"loop": args.event_loop, "fps": args.fps, "seconds": args.seconds,
+        args.out.write_text(json.dumps({"loop": args.event_loop, "pinned": args.pin, "fps": args.fps,
+                                        "seconds": args.seconds,
                                         "results": res}, indent=2) + "\n")
 
 

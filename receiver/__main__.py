@@ -18,6 +18,7 @@ import signal
 import sys
 
 from receiver.service import Receiver
+from splitcore.cpus import add_cpus_option, pin
 from splitcore.loops import add_event_loop_option, run_with_loop
 from splitcore.models import Manifest, ModelError
 from splitcore.peering import SignalingError
@@ -35,6 +36,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                    help="STUN/TURN URL (repeatable); none by default, for closed networks")
     p.add_argument("--summary", action="store_true", help="print per-sender counters as JSON at exit")
     add_event_loop_option(p)
+    add_cpus_option(p)
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return p.parse_args(argv)
 
@@ -58,8 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
+        if args.cpus:
+            pin(args.cpus)  # before the tail sessions and their worker thread exist
         receiver = run_with_loop(run(args), args.event_loop)
-    except (ModelError, SignalingError) as exc:
+    except (ModelError, SignalingError, ValueError) as exc:
         print(f"receiver: {exc}", file=sys.stderr)
         return 2
     if args.summary:

@@ -26,6 +26,7 @@ from sender.head import HeadCompute
 from sender.ledger import Ledger
 from sender.stream import SenderStream, StreamOptions
 from splitcore.codecs import CodecSpec
+from splitcore.cpus import add_cpus_option, pin
 from splitcore.loops import add_event_loop_option, run_with_loop
 from splitcore.models import Manifest, ModelError
 from splitcore.operating import OperatingPoints
@@ -69,6 +70,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--ice-server", action="append", default=[], help="STUN/TURN URL (repeatable)")
     p.add_argument("--quiet", action="store_true", help="no live status line")
     add_event_loop_option(p)
+    add_cpus_option(p)
     p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     return p.parse_args(argv)
 
@@ -150,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
+        if args.cpus:
+            pin(args.cpus)  # before the head's session and the capture thread exist
         summary = run_with_loop(_main(args), args.event_loop)
     except (ModelError, CaptureError, SignalingError, ValueError) as exc:
         print(f"sender: {exc}", file=sys.stderr)
