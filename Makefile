@@ -25,9 +25,10 @@ test-py: setup-dev
 test-js: node_modules/.installed
 	npm test --silent
 
-bench: setup-dev ## loopback benchmark of every split point (20 s each, default and tuned), and the transport's floor
+bench: setup-dev ## loopback benchmark of every split point (20 s each: peers pinned, with uvloop, unpinned), and the transport's floor
 	$(PY) -m bench.loopback --out results/loopback
-	$(PY) -m bench.loopback --event-loop uvloop --tail-threads 2 --out results/loopback-tuned
+	$(PY) -m bench.loopback --event-loop uvloop --out results/loopback-uvloop
+	$(PY) -m bench.loopback --no-pin --out results/loopback-unpinned
 	$(PY) -m bench.transport_floor --out results/transport_floor/asyncio.json
 	$(PY) -m bench.transport_floor --event-loop uvloop --out results/transport_floor/uvloop.json
 

@@ -33,8 +33,8 @@ class Normalize(nn.Module):
 
 
 def conv_bn(cin: int, cout: int, k: int = 3, pool: bool = False, relu: bool = True) -> nn.Sequential:
-    """Conv (+ max-pool) + BatchNorm + ReLU. (GELU inside the blocks cost 20% more time per
-    step on this CPU; ReLU at the boundaries keeps latents non-negative either way.) The conv
+    """Conv (+ max-pool) + BatchNorm (+ ReLU). (GELU inside the blocks cost 20% more time per
+    step on this CPU.) The conv
     starts as an identity on its first channels (dirac init), an implicit residual that lets
     the first epochs train as if the net were shallower."""
     layers: list[nn.Module] = [nn.Conv2d(cin, cout, k, padding=k // 2, bias=False)]
