@@ -25,11 +25,11 @@ test-py: setup-dev
 test-js: node_modules/.installed
 	npm test --silent
 
-bench: setup-dev ## loopback benchmark of every split point (20 s each: peers pinned, with uvloop, unpinned), and the transport's floor
+bench: setup-dev ## loopback benchmark of every split point (20 s each: peers pinned with uvloop, with asyncio, unpinned), and the transport's floor
 	$(PY) -m bench.loopback --out results/loopback
-	$(PY) -m bench.loopback --event-loop uvloop --out results/loopback-uvloop
-	$(PY) -m bench.loopback --no-pin --out results/loopback-unpinned
-	$(PY) -m bench.transport_floor --out results/transport_floor/asyncio.json
+	$(PY) -m bench.loopback --event-loop asyncio --out results/loopback-asyncio
+	$(PY) -m bench.loopback --event-loop asyncio --no-pin --out results/loopback-unpinned
+	$(PY) -m bench.transport_floor --event-loop asyncio --out results/transport_floor/asyncio.json
 	$(PY) -m bench.transport_floor --event-loop uvloop --out results/transport_floor/uvloop.json
 
 train: $(VENV)/.train ## train SplitNet on CIFAR-10 (CPU, ~40 min), export, calibrate codecs, quantize heads

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from sender.ledger import STAGES
 from splitcore.cpus import available
-from splitcore.loops import LOOPS
+from splitcore.loops import LOOPS, default_loop
 from splitcore.models import Manifest
 from splitcore.procs import process, receiver_args, run_sender, server
 
@@ -81,7 +81,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seconds", type=float, default=20.0, help="streaming time per split (default 20)")
     p.add_argument("--fps", type=float, default=30.0)
     p.add_argument("--splits", default="", help="comma-separated split ids (default: all)")
-    p.add_argument("--event-loop", choices=LOOPS, default="asyncio", help="for the sender and the receiver")
+    p.add_argument("--event-loop", choices=LOOPS, default=default_loop(),
+                   help="for the sender and the receiver (default: uvloop where installed)")
     p.add_argument("--tail-threads", type=int, default=1, help="ONNX Runtime threads for the receiver's tail")
     p.add_argument("--no-pin", dest="pin", action="store_false",
                    help="do not pin the sender and the receiver to a core each (default: pinned)")

@@ -26,7 +26,7 @@ from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 from tqdm import tqdm
 
 from splitcore.cpus import available, pin
-from splitcore.loops import LOOPS, run_with_loop
+from splitcore.loops import LOOPS, default_loop, run_with_loop
 
 _SEQ = struct.Struct("<I")
 
@@ -144,7 +144,8 @@ def main(argv: list[str] | None = None) -> None:
                         "at features, stage2 and stage1)")
     p.add_argument("--seconds", type=float, default=10.0, help="measured seconds per size (default 10)")
     p.add_argument("--fps", type=float, default=30.0)
-    p.add_argument("--event-loop", choices=LOOPS, default="asyncio", help="event loop for both processes")
+    p.add_argument("--event-loop", choices=LOOPS, default=default_loop(),
+                   help="event loop for both processes (default: uvloop where installed)")
     p.add_argument("--no-pin", dest="pin", action="store_false",
                    help="let the kernel place the two processes (default: a core each)")
     p.add_argument("--out", type=Path, default=None, help="also write the figures as JSON here")

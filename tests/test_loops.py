@@ -23,3 +23,14 @@ def test_unknown_loop_is_refused_and_the_coroutine_closed() -> None:
         run_with_loop(coro, "trio")
     assert coro.cr_frame is None  # closed: no "never awaited" warning
     assert loop_factory("asyncio") is None
+
+
+def test_uvloop_is_the_default_where_installed() -> None:
+    import argparse
+
+    from splitcore.loops import add_event_loop_option, default_loop
+    assert default_loop() == "uvloop"  # requirements.txt installs it
+    p = argparse.ArgumentParser()
+    add_event_loop_option(p)
+    assert p.parse_args([]).event_loop == "uvloop"
+    assert p.parse_args(["--event-loop", "asyncio"]).event_loop == "asyncio"
