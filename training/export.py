@@ -80,9 +80,7 @@ def file_entry(model: onnx.ModelProto, path: Path) -> dict:
 
 def export(ckpt: Path, out: Path, name: str = "splitnet") -> dict:
     state = torch.load(ckpt, map_location="cpu", weights_only=False)
-    # Checkpoints from before linear boundaries were all-ReLU and say nothing of their arch.
-    net = SplitNet(relu_out=tuple(state.get("report", {}).get("arch", {}).get("relu_out", (True, True, True))))
-    net.load_state_dict(state["state_dict"])
+    net = SplitNet.from_checkpoint(state)
     full = export_full(fold_logit_scale(net))
     name_boundaries(full)
     onnx.checker.check_model(full)

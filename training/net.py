@@ -109,6 +109,15 @@ class SplitNet(nn.Module):
             nn.Sequential(nn.Flatten(), nn.Linear(outs[3] * 16, classes), Scale(0.125)),
         ])
 
+    @classmethod
+    def from_checkpoint(cls, state: dict) -> "SplitNet":
+        """The net a ``training.train`` checkpoint holds, its weights loaded. Checkpoints from
+        before linear boundaries say nothing of their arch: every boundary was ReLU."""
+        relu_out = state.get("report", {}).get("arch", {}).get("relu_out", (True, True, True))
+        net = cls(relu_out=tuple(relu_out))
+        net.load_state_dict(state["state_dict"])
+        return net
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for block in self.blocks:
             x = block(x)

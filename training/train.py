@@ -219,9 +219,7 @@ def recalibrate_checkpoint(args: argparse.Namespace) -> dict:
     t0 = time.perf_counter()
     state = torch.load(args.recalibrate, map_location="cpu", weights_only=False)
     report = state["report"]
-    model = SplitNet(relu_out=tuple(report.get("arch", {}).get("relu_out", (True, True, True))))
-    model.load_state_dict(state["state_dict"])
-    model = model.to(memory_format=torch.channels_last)
+    model = SplitNet.from_checkpoint(state).to(memory_format=torch.channels_last)
     tr, te = load_cifar10(args.data, "train"), load_cifar10(args.data, "test")
     recalibrate_bn(model, to_tensor(tr.images))
     acc = evaluate(model, to_tensor(te.images), torch.from_numpy(te.labels))
