@@ -51,8 +51,9 @@ def test_programs_refuse_a_wrong_cpu_list_before_starting(program: list[str]) ->
     assert p.returncode == 2 and "--cpus" in p.stderr and "not available" in p.stderr, p.stderr
 
 
-def _allowed(pid: int) -> str:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+def _allowed(proc: Path) -> str:
+    """Cpus_allowed_list of /proc/PID or /proc/PID/task/TID."""
+    for line in (proc / "status").read_text().splitlines():
         if line.startswith("Cpus_allowed_list:"):
             return line.split(":", 1)[1].strip()
     return ""
@@ -63,16 +64,10 @@ def test_receiver_process_runs_pinned(tmp_path: Path) -> None:
     cpu = str(max(available()))
     with server(tmp_path) as url, process(receiver_args(url, "pinned", "--cpus", cpu), tmp_path / "r.log") as p:
         deadline = time.monotonic() + 30
-        while _allowed(p.pid) != cpu and p.poll() is None and time.monotonic() < deadline:
+        proc = Path(f"/proc/{p.pid}")
+        while _allowed(proc) != cpu and p.poll() is None and time.monotonic() < deadline:
             time.sleep(0.1)
         assert p.poll() is None, (tmp_path / "r.log").read_text()
-        assert _allowed(p.pid) == cpu
-        threads = list(Path(f"/proc/{p.pid}/task").iterdir())
-        assert threads and all(_allowed_task(p.pid, t.name) == cpu for t in threads)
-
-
-def _allowed_task(pid: int, tid: str) -> str:
-    for line in Path(f"/proc/{pid}/task/{tid}/status").read_text().splitlines():
-        if line.startswith("Cpus_allowed_list:"):
-            return line.split(":", 1)[1].strip()
-    return ""
+        assert _allowed(proc) == cpu
+        threads = list((proc / "task").iterdir())
+        assert threads and all(_allowed(t) == cpu for t in threads)
