@@ -6,8 +6,10 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PORT   ?= 8080
 ROOM   ?= demo
+# The CIFAR-10 tarball lives beside the repository, never in it (training, study, tests).
+export SPLITRTC_DATA ?= $(abspath ../shared/data/cifar10-jpeg.tar.xz)
 
-.PHONY: help run test test-py test-js setup setup-dev chromium bench study train clean
+.PHONY: help run test test-py test-js test-slow lint setup setup-dev chromium bench study train clean
 
 help:           ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -15,12 +17,20 @@ help:           ## list the targets
 run: setup      ## install what is missing, start server + receiver + sender (built-in pattern), print the dashboard URL
 	$(PY) demo.py --port $(PORT) --room $(ROOM)
 
-test: setup-dev ## install what is missing and run every test (Python and JavaScript)
+test: setup-dev ## install what is missing, lint and type-check, run every test (Python and JavaScript)
+	$(MAKE) --no-print-directory lint
 	$(PY) -m pytest -q
 	npm test --silent
 
+lint: $(VENV)/.dev ## ruff and mypy over the Python code: zero findings
+	$(PY) -m ruff check .
+	$(PY) -m mypy
+
 test-py: setup-dev
 	$(PY) -m pytest -q
+
+test-slow: setup-dev ## the slow set: full-test-set accuracy, small study, soak-style checks
+	$(PY) -m pytest -q -m slow
 
 test-js: node_modules/.installed
 	npm test --silent
@@ -40,7 +50,7 @@ train: $(VENV)/.train ## train SplitNet on CIFAR-10 (CPU, ~40 min), export, cali
 
 study: setup-dev ## the split-point study (~25 min) and the operating points --split auto reads
 	$(PY) -m bench.study
-	$(PY) -m splitcore.operating
+	$(PY) -m splitcore.offline.operating
 
 setup: $(VENV)/.runtime node_modules/.installed
 setup-dev: $(VENV)/.dev node_modules/.installed chromium

@@ -15,10 +15,8 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent
+from splitcore.process.children import PY, ChildError, receiver_args, sender_args, spawn, stop, wait_http
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -35,33 +33,21 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def wait_http(url: str, proc: subprocess.Popen, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            urllib.request.urlopen(url, timeout=1).read()
-            return
-        except OSError:
-            if proc.poll() is not None:
-                raise SystemExit(f"demo: the server exited with code {proc.returncode}; see its output above")
-            if time.monotonic() > deadline:
-                raise SystemExit(f"demo: the server did not answer at {url} within {timeout:.0f}s")
-            time.sleep(0.2)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     url = f"http://{args.host}:{args.port}"
-    py = sys.executable
     source = (["--camera", args.camera] if args.camera else
               ["--video", args.video, "--loop"] if args.video else [])
-    procs: dict[str, subprocess.Popen] = {}
+    procs: dict[str, subprocess.Popen[bytes]] = {}
     try:
-        procs["server"] = subprocess.Popen([py, "server.py", "--host", args.host, "--port", str(args.port)], cwd=ROOT)
-        wait_http(f"{url}/healthz", procs["server"])
-        procs["receiver"] = subprocess.Popen([py, "-m", "receiver", "--server", url, "--room", args.room], cwd=ROOT)
-        procs["sender"] = subprocess.Popen([py, "sender.py", "--server", url, "--room", args.room,
-                                            "--split", args.split, *source], cwd=ROOT)
+        procs["server"] = spawn([PY, "server.py", "--host", args.host, "--port", str(args.port)])
+        try:
+            wait_http(f"{url}/healthz", procs["server"])
+        except ChildError as exc:
+            print(f"demo: the server {exc}; see its output above", file=sys.stderr)
+            return 1
+        procs["receiver"] = spawn(receiver_args(url, args.room))
+        procs["sender"] = spawn(sender_args(url, args.room, "--split", args.split, *source))
         print(f"\n  SplitRTC is running. Dashboard: {url}/dashboard?room={args.room}\n"
               f"  Browser pages: {url}/   (Ctrl-C stops everything)\n", flush=True)
         deadline = time.monotonic() + args.seconds if args.seconds else None
@@ -75,14 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 0
     finally:
-        for p in reversed(list(procs.values())):
-            if p.poll() is None:
-                p.send_signal(signal.SIGINT)
-        for p in procs.values():
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop(reversed(list(procs.values())), signal.SIGINT)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ and writes it, with the raw summaries, under ``--out``.
 
 By default the sender and the receiver are pinned to a core each (``--cpus``), as if each
 ran on its own machine; ``--no-pin`` lets the kernel place them, which measures the two
-peers fighting over the same cores as well (see ``splitcore.cpus``).
+peers fighting over the same cores as well (see ``splitcore.process.cpus``).
 """
 from __future__ import annotations
 
@@ -25,10 +25,10 @@ from pathlib import Path
 from tqdm import tqdm
 
 from sender.ledger import STAGES
-from splitcore.cpus import available
-from splitcore.loops import LOOPS, default_loop
-from splitcore.models import Manifest
-from splitcore.procs import process, receiver_args, run_sender, server
+from splitcore.process.children import process, receiver_args, run_sender, server
+from splitcore.process.cpus import available
+from splitcore.process.loops import LOOPS, default_loop
+from splitcore.runtime.models import Manifest
 
 COLUMNS = ("split", "latent", "frames", "fps", "p50 ms", "p99 ms", "payload B/frame",
            "wire B/frame", "wire/payload", "stale drops", "other drops")

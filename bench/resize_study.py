@@ -27,9 +27,9 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from splitcore.datasets import load_cifar10
-from splitcore.models import Manifest, full_runner
-from splitcore.preprocess import to_input
+from splitcore.offline.datasets import load_cifar10
+from splitcore.runtime.models import Manifest, full_runner
+from splitcore.runtime.preprocess import to_input
 
 ROOT = Path(__file__).resolve().parent.parent
 QUALITIES = ("low", "medium", "high")
@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
              "|---|---:|---:|---:|---:|---:|"]
     table += [f"| {r['path']} | {r['mean_abs_diff']:.2f} | {r['max_abs_diff']} | {r['share_diff_gt_8']:.2%} | "
               f"{r['top1']:.2%} | {r['agree_with_area']:.2%} |" for r in rows]
-    md = [f"# Canvas resize vs OpenCV INTER_AREA\n",
+    md = ["# Canvas resize vs OpenCV INTER_AREA\n",
           f"{len(picks)} CIFAR-10 test images upscaled to {w}x{h} ({result['upscale']}), then reduced to 32x32 by each path; "
           f"pixel differences are against cv2.INTER_AREA (the Python sender), in 8-bit levels over all RGB values. "
           f"Labels: the full model ({manifest.full.path.name}) in Python ONNX Runtime. Chromium {chromium_version}, "

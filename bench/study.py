@@ -5,7 +5,7 @@
 
 For each split and head (the float32 head and the INT8 head of ``training.quantize``) every
 test image goes through the head once; its latent is then encoded with every codec
-(``splitcore.codecs``), framed into data-channel messages (``splitcore.frame``), reassembled,
+(``splitcore.wire.codecs``), framed into data-channel messages (``splitcore.wire.frame``), reassembled,
 decoded, and, once per quantizer (the compressors are lossless: the decoded tensors of
 ``q``, ``q+zlib`` and ``q+zstd`` are checked equal on every image), run through the
 float32 tail. Measured per row:
@@ -42,10 +42,10 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from splitcore import codecs, frame
-from splitcore.frame import Header, Reassembler
-from splitcore.models import DEFAULT_MANIFEST, Manifest, ModelError, Runner
-from splitcore.preprocess import to_input
+from splitcore.runtime.models import DEFAULT_MANIFEST, Manifest, ModelError, Runner
+from splitcore.runtime.preprocess import to_input
+from splitcore.wire import codecs, frame
+from splitcore.wire.frame import Header, Reassembler
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPRESSIONS = ("", "zlib", "zstd")
@@ -186,7 +186,7 @@ def wire_indices(n: int, count: int) -> set[int]:
 
 
 def time_compressor(latent: np.ndarray, spec: codecs.CodecSpec, a: Acc) -> None:
-    """The lossless stage alone, on this frame's quantized bytes (splitcore.codecs' own
+    """The lossless stage alone, on this frame's quantized bytes (splitcore.wire.codecs' own
     compress/decompress steps, which ``codecs.encode``/``decode_tensor`` run)."""
     dtype, codec, params, raw = codecs._quantize(np.ascontiguousarray(latent, np.float32), spec)
     t0 = _now()
@@ -432,7 +432,7 @@ def markdown(result: dict) -> str:
     full = head["full_top1"]
     by_key = {(r["split"], r["head"], r["codec"]): r for r in rows}
     marks = {id(by_key[(p["split"], p["head"], p["codec"])]) for p in head["pareto"]}
-    lines = [f"# Split-point study: bytes a frame against accuracy",
+    lines = ["# Split-point study: bytes a frame against accuracy",
              "",
              f"{meta['images']:,} CIFAR-10 test images; {meta['date']}; {meta['cpu']} ({meta['cpus']} cores); "
              f"ONNX Runtime {meta['versions']['onnxruntime']}, one thread, batch 1. Full model top-1 "
@@ -539,7 +539,7 @@ def pick_images(n: int, total: int) -> np.ndarray:
 
 def run(args, images: np.ndarray | None = None, labels: np.ndarray | None = None) -> dict:
     """The whole study; ``images``/``labels`` replace the test set (tests, smoke runs)."""
-    from splitcore.datasets import load_cifar10
+    from splitcore.offline.datasets import load_cifar10
     t_start = _now()
     load_start = [round(x, 2) for x in os.getloadavg()]  # other work on the machine skews the ms
     m = Manifest.load(args.manifest)

@@ -25,8 +25,8 @@ import numpy as np
 from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 from tqdm import tqdm
 
-from splitcore.cpus import available, pin
-from splitcore.loops import LOOPS, default_loop, run_with_loop
+from splitcore.process.cpus import available, pin
+from splitcore.process.loops import LOOPS, default_loop, run_with_loop
 
 _SEQ = struct.Struct("<I")
 

@@ -1,10 +1,10 @@
 """Bytes on the wire: real messages over a real aiortc data channel, paced like a camera.
 
 Two ``RTCPeerConnection`` in this process, connected over loopback (SDP handed over
-directly, as in ``tests/test_rtcstats.py``), one reliable ordered channel labelled
+directly, as in ``tests/integration/test_rtcstats.py``), one reliable ordered channel labelled
 ``latent``. For each stream of messages, ``measure`` sends frames at ``fps`` for
 ``seconds`` (cycling through the frames given), waits until the receiver has every message
-and the send buffer is empty, and reads the counters of ``splitcore.rtcstats`` before and
+and the send buffer is empty, and reads the counters of ``splitcore.rtc.stats`` before and
 after: data-channel ``bytesSent`` (the application's messages) and transport
 ``bytesSent``/``packetsSent`` (DTLS records carrying SCTP: headers, acknowledgements,
 retransmissions; not IP/UDP headers). Per frame, both directions.
@@ -12,11 +12,11 @@ retransmissions; not IP/UDP headers). Per frame, both directions.
 from __future__ import annotations
 
 import asyncio
-from typing import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 
 from aiortc import RTCConfiguration, RTCDataChannel, RTCPeerConnection
 
-from splitcore.rtcstats import ChannelCounter, collect
+from splitcore.rtc.stats import ChannelCounter, collect
 
 TIMEOUT_S = 20.0
 

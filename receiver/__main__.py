@@ -18,10 +18,10 @@ import signal
 import sys
 
 from receiver.service import Receiver
-from splitcore.cpus import add_cpus_option, pin
-from splitcore.loops import add_event_loop_option, run_with_loop
-from splitcore.models import Manifest, ModelError
-from splitcore.peering import SignalingError
+from splitcore.process.cpus import add_cpus_option, pin
+from splitcore.process.loops import add_event_loop_option, run_with_loop
+from splitcore.rtc.signaling import SignalingError
+from splitcore.runtime.models import Manifest, ModelError
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:

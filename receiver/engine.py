@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from splitcore.models import Manifest, Runner, tail_runner
+from splitcore.runtime.models import Manifest, Runner, tail_runner
 
 
 @dataclass

@@ -6,7 +6,6 @@ is cleaned up without disturbing the others.
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections import OrderedDict
@@ -15,9 +14,10 @@ from aiortc import RTCDataChannel, RTCPeerConnection
 
 from receiver.engine import TailEngine
 from receiver.session import SenderSession
-from splitcore.models import Manifest
-from splitcore.peering import SignalingClient, add_browser_candidate, description, new_peer_connection
-from splitcore.rtcstats import ChannelCounter, Report, StatsPublisher, collect
+from splitcore.rtc.peer import add_browser_candidate, description, new_peer_connection
+from splitcore.rtc.signaling import SignalingClient
+from splitcore.rtc.stats import ChannelCounter, Report, StatsPublisher, collect
+from splitcore.runtime.models import Manifest
 
 log = logging.getLogger("splitrtc.receiver")
 KEEP_CLOSED = 16

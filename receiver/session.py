@@ -18,8 +18,8 @@ import numpy as np
 from aiortc import RTCDataChannel
 
 from receiver.engine import TailEngine
-from splitcore.codecs import decode_tensor
-from splitcore.frame import FrameError, Header, Reassembler, decode
+from splitcore.wire.codecs import decode_tensor
+from splitcore.wire.frame import FrameError, Header, Reassembler, decode
 
 log = logging.getLogger("splitrtc.receiver")
 

@@ -20,11 +20,10 @@ import os
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Any
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import NamedTuple, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 # OpenCV's FFmpeg backend prints its own errors ("moov atom not found") to stderr; ours say
 # more, so keep FFmpeg quiet unless the user asked otherwise. Read when a capture opens.
@@ -32,7 +31,7 @@ os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 import cv2
 import numpy as np
 
-from splitcore.preprocess import ColorOrder
+from splitcore.runtime.preprocess import ColorOrder
 
 try:
     import av

@@ -25,12 +25,12 @@ from sender.capture import CaptureError, open_source
 from sender.head import HeadCompute
 from sender.ledger import Ledger
 from sender.stream import SenderStream, StreamOptions
-from splitcore.codecs import CodecSpec
-from splitcore.cpus import add_cpus_option, pin
-from splitcore.loops import add_event_loop_option, run_with_loop
-from splitcore.models import Manifest, ModelError
-from splitcore.operating import OperatingPoints
-from splitcore.peering import SignalingClient, SignalingError
+from splitcore.process.cpus import add_cpus_option, pin
+from splitcore.process.loops import add_event_loop_option, run_with_loop
+from splitcore.rtc.signaling import SignalingClient, SignalingError
+from splitcore.runtime.models import Manifest, ModelError
+from splitcore.runtime.operating import OperatingPoints
+from splitcore.wire.codecs import CodecSpec
 
 log = logging.getLogger("splitrtc.sender")
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from splitcore.models import Manifest, full_runner, head_runner
-from splitcore.preprocess import Preprocessor
+from splitcore.runtime.models import Manifest, full_runner, head_runner
+from splitcore.runtime.preprocess import Preprocessor
 
 
 class HeadCompute:

@@ -15,7 +15,7 @@ import time
 import cv2
 import numpy as np
 
-from splitcore.preprocess import ColorOrder
+from splitcore.runtime.preprocess import ColorOrder
 
 from .capture import TARGET_FPS, Frame, _SourceBase
 

@@ -20,11 +20,12 @@ from aiortc import RTCDataChannel
 from sender.capture import FrameSource, Pacer, frames, pacer_for
 from sender.head import HeadCompute
 from sender.ledger import Ledger
-from splitcore import codecs
-from splitcore.codecs import CodecSpec
-from splitcore.frame import Header, encode
-from splitcore.peering import SignalingClient, SignalingError, add_browser_candidate, description, new_peer_connection
-from splitcore.rtcstats import ChannelCounter, StatsPublisher, collect
+from splitcore.rtc.peer import add_browser_candidate, description, new_peer_connection
+from splitcore.rtc.signaling import SignalingClient, SignalingError
+from splitcore.rtc.stats import ChannelCounter, StatsPublisher, collect
+from splitcore.wire import codecs
+from splitcore.wire.codecs import CodecSpec
+from splitcore.wire.frame import Header, encode
 
 log = logging.getLogger("splitrtc.sender")
 
@@ -71,7 +72,7 @@ class SenderStream:
         log.info("offered to receiver %s (%s), split %s", self.receiver_id, peer.get("name"), self.opts.split)
         try:
             await asyncio.wait_for(opened.wait(), self.opts.connect_timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise SignalingError(f"data channel to receiver {self.receiver_id} did not open within "
                                  f"{self.opts.connect_timeout:.0f}s (connection {self.pc.connectionState})") from None
         self.publisher.start()

@@ -38,7 +38,7 @@ class RunningServer:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    async def __aenter__(self) -> "RunningServer":
+    async def __aenter__(self) -> RunningServer:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -63,7 +63,7 @@ async def _close_socket(sio: socketio.AsyncServer, sock: Any) -> None:
     try:
         await asyncio.wait_for(sock.close(reason=sio.eio.reason.SERVER_DISCONNECT),
                                CLOSE_WAIT_S)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         log.debug("client %s did not take its close packet in time", sock.sid)
 
 

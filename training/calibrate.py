@@ -18,7 +18,7 @@ is kept):
   of the tensor that the head's final Flatten flattens, e.g. 128 blocks of 16 for 2,048
   features). Its range is [0, q-th percentile of that channel] (for a signed channel, the
   (100 - q)-th percentile to the q-th), and scale/zero point follow
-  ``splitcore.codecs``' int8 convention: ``scale = (hi - lo) / 255``,
+  ``splitcore.wire.codecs``' int8 convention: ``scale = (hi - lo) / 255``,
   ``zero_point = rint(-128 - lo / scale)``, so a ReLU latent gets zero point -128.
 - p and q are not guessed: each candidate percentile is tried on ``--held-out`` *other*
   training images (never the test set) through encode -> decode -> tail, and the one with the
@@ -39,10 +39,10 @@ import numpy as np
 import onnx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from splitcore import codecs  # noqa: E402
-from splitcore.frame import Header  # noqa: E402
-from splitcore.models import DEFAULT_MANIFEST, Manifest, Runner  # noqa: E402
-from splitcore.preprocess import to_input  # noqa: E402
+from splitcore.runtime.models import DEFAULT_MANIFEST, Manifest, Runner  # noqa: E402
+from splitcore.runtime.preprocess import to_input  # noqa: E402
+from splitcore.wire import codecs  # noqa: E402
+from splitcore.wire.frame import Header  # noqa: E402
 
 CLIP_CANDIDATES = (99.0, 99.5, 99.9, 99.95, 99.99, 99.999, 100.0)
 CHANNEL_CANDIDATES = (99.9, 99.99, 99.999, 100.0)
@@ -74,7 +74,7 @@ def train_indices(total: int, count: int, seed: int, skip: int = 0) -> np.ndarra
 
 
 def load_train_images(n: int, held_out: int, seed: int, data: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-    from splitcore.datasets import load_cifar10
+    from splitcore.offline.datasets import load_cifar10
     train = load_cifar10(data, split="train")
     total = len(train.images)
     return (train.images[train_indices(total, n, seed)],

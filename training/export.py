@@ -3,7 +3,7 @@
     python -m training.export build/splitnet.pt --out models/
 
 The full model is exported once; each pair is then *cut out of that one graph* with
-``splitcore.onnxcut`` (the same tool users run on their own models), so head and tail carry
+``splitcore.offline.onnxcut`` (the same tool users run on their own models), so head and tail carry
 exactly the full model's nodes and weights, and head -> tail equals the full model bit for
 bit in ONNX Runtime. ``models/manifest.json`` describes every file (see README).
 """
@@ -22,8 +22,8 @@ import onnx
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from splitcore import onnxcut  # noqa: E402
-from splitcore.datasets import CIFAR10_CLASSES  # noqa: E402
+from splitcore.offline import onnxcut  # noqa: E402
+from splitcore.offline.datasets import CIFAR10_CLASSES  # noqa: E402
 from training.net import Scale, SplitNet  # noqa: E402
 
 INPUT, OUTPUT = "input", "logits"

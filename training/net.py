@@ -110,7 +110,7 @@ class SplitNet(nn.Module):
         ])
 
     @classmethod
-    def from_checkpoint(cls, state: dict) -> "SplitNet":
+    def from_checkpoint(cls, state: dict) -> SplitNet:
         """The net a ``training.train`` checkpoint holds, its weights loaded. Checkpoints from
         before linear boundaries say nothing of their arch: every boundary was ReLU."""
         relu_out = state.get("report", {}).get("arch", {}).get("relu_out", (True, True, True))

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from splitcore.datasets import default_data_path, load_cifar10  # noqa: E402
+from splitcore.offline.datasets import default_data_path, load_cifar10  # noqa: E402
 from training.net import SplitNet  # noqa: E402
 
 

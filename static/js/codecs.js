@@ -1,6 +1,6 @@
 /**
  * Latent codecs in the browser: how a float32 tensor becomes payload bytes and back, the
- * twin of Python's `splitcore/codecs.py` (`docs/wire-format.md`, section "Codecs").
+ * twin of Python's `splitcore/wire/codecs.py` (`docs/wire-format.md`, section "Codecs").
  *
  * A codec is a quantizer (`dtype` and `codec` header bytes) optionally followed by a lossless
  * compressor (`compression`). Names, as on the Python command line:

@@ -2,7 +2,7 @@
  * The latent frame on the data channel: header layout, encoding into <= 64 KiB messages,
  * decoding, reassembly, codec "none" tensors, and the JSON text messages.
  *
- * `docs/wire-format.md` is the specification and `splitcore/frame.py` + `splitcore/codecs.py`
+ * `docs/wire-format.md` is the specification and `splitcore/wire/frame.py` + `splitcore/wire/codecs.py`
  * are the Python twin. Both test suites read `tests/vectors/`, which keeps the two
  * byte-compatible: this module must produce the same bytes as Python's `encode` and report
  * the same error code as Python's `decode` + `decode_tensor` for every malformed message.
@@ -39,7 +39,7 @@ export const MAX_PAYLOAD = maxPayloadLen(MAX_ELEMENTS);
 /**
  * The largest `payload_len` a frame of `n` elements may declare: 4 bytes a value, plus the
  * worst-case expansion of any compressor on incompressible data (under 1/256, plus 1 KiB).
- * Same rule as Python's `splitcore.frame.max_payload_len`.
+ * Same rule as Python's `splitcore.wire.frame.max_payload_len`.
  * @param {number} n
  */
 export function maxPayloadLen(n) {
@@ -209,7 +209,7 @@ function packTemplate(h, payloadLen) {
 
 /**
  * Split `payload` into messages of at most `maxMessage` bytes, the full header on each, the
- * same bytes as Python's `splitcore.frame.encode`. Fragments carry `maxMessage - header_len`
+ * same bytes as Python's `splitcore.wire.frame.encode`. Fragments carry `maxMessage - header_len`
  * payload bytes each (the last one the rest), in order.
  *
  * Each message is its own ArrayBuffer because `RTCDataChannel.send` sends a whole buffer;

@@ -1,6 +1,6 @@
 /**
  * The model manifest and the onnxruntime-web sessions of a page: the browser twin of
- * `splitcore/models.py`.
+ * `splitcore/runtime/models.py`.
  *
  * Every model file is fetched once, its sha256 checked against models/manifest.json (a
  * mismatch is refused with a message that names the file and what to do, never discovered

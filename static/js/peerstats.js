@@ -2,7 +2,7 @@
 //
 // Pure functions, no DOM: the same code serves browser and Python peers, whose reports use
 // the W3C RTCDataChannelStats / RTCTransportStats names, and it can be unit-tested in node.
-// Mirrors splitcore.rtcstats.rates so the dashboard and a Python peer's status line agree.
+// Mirrors splitcore.rtc.stats.rates so the dashboard and a Python peer's status line agree.
 
 /** Counters summed into each rate; `payload` is application bytes, `wire` bytes on the wire. */
 const RATE_FIELDS = {

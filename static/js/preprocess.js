@@ -1,5 +1,5 @@
 /**
- * Camera frame -> model input, the browser twin of `splitcore/preprocess.py`.
+ * Camera frame -> model input, the browser twin of `splitcore/runtime/preprocess.py`.
  *
  * The model takes [1, 3, 32, 32] float32 RGB in [0, 1] (normalisation is inside the graph).
  * Scaling matches Python exactly: a uint8 value v becomes the float32 nearest to v / 255

@@ -1,5 +1,5 @@
 /**
- * The browser side of signaling (docs/signaling.md): the twin of `splitcore/peering.py`'s
+ * The browser side of signaling (docs/signaling.md): the twin of `splitcore/rtc/signaling.py`'s
  * SignalingClient. One Socket.IO connection, one room, one role.
  *
  * socket.io-client comes from our server (/vendor/socket.io/, npm package), never a CDN.

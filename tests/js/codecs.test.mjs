@@ -1,6 +1,6 @@
 // The browser's latent codecs (static/js/codecs.js) against the vectors Python writes
 // (tests/vectors/index.json: `codecs`, `calibration`, the codec cases of `invalid`), plus
-// seeded round trips with the error bounds of tests/test_codecs.py, rounding ties, and
+// seeded round trips with the error bounds of tests/unit/test_codecs.py, rounding ties, and
 // decompression bombs. Independent references: node:zlib and node:crypto.
 //   node --test tests/js/
 import { test } from 'node:test';
@@ -72,7 +72,7 @@ function mulberry32(seed) {
   };
 }
 
-/** tests/test_codecs.py's calibration(c): scales linspace(0.05, 0.2, c) as float32, zp -100. */
+/** tests/unit/test_codecs.py's calibration(c): scales linspace(0.05, 0.2, c) as float32, zp -100. */
 function calibration(c) {
   const scale = Array.from({ length: c }, (_, i) => Math.fround(c === 1 ? 0.05 : 0.05 + (0.15 * i) / (c - 1)));
   return { clip: [0.0, 6.0], int8_channel: { scale, zero_point: new Array(c).fill(-100) } };
@@ -136,7 +136,7 @@ function nudge(v, ulps) {
 /**
  * Inputs crowded around the codes' rounding boundaries, where float64 vs float32 division,
  * ties and the order of float32 operations all show. The expected digests were computed once
- * with splitcore/codecs.py (numpy) on exactly these float32 inputs.
+ * with splitcore/wire/codecs.py (numpy) on exactly these float32 inputs.
  */
 function tieInputs() {
   const f = Math.fround;
@@ -359,7 +359,7 @@ test('the encoder refuses input it would quantize into garbage', async () => {
 });
 
 // ---------------------------------------------------------------------------------------
-// Seeded round trips with tests/test_codecs.py's error bounds
+// Seeded round trips with tests/unit/test_codecs.py's error bounds
 
 const COMPS = ['', '+zlib'];
 

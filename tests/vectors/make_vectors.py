@@ -2,7 +2,7 @@
 
     python tests/vectors/make_vectors.py
 
-The output is committed. ``tests/test_frame.py`` re-encodes every valid vector and checks
+The output is committed. ``tests/unit/test_frame.py`` re-encodes every valid vector and checks
 the bytes are identical, so a change to the encoder that alters the wire is caught even if
 nobody regenerates the files.
 """
@@ -17,9 +17,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
-from splitcore import codecs  # noqa: E402
-from splitcore.codecs import encode_tensor  # noqa: E402
-from splitcore.frame import DType, Header, decode, encode, pack_header  # noqa: E402
+from splitcore.wire import codecs  # noqa: E402
+from splitcore.wire.codecs import encode_tensor  # noqa: E402
+from splitcore.wire.frame import DType, Header, decode, encode, pack_header  # noqa: E402
 
 OUT = Path(__file__).resolve().parent
 

@@ -1,0 +1,1 @@
+"""Tools off the runtime path: data set loading, ONNX cutting, writing operating points."""

@@ -1,0 +1,1 @@
+"""How a SplitRTC process runs: its event loop, its CPUs, its child processes."""

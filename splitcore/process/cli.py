@@ -1,0 +1,70 @@
+"""What every SplitRTC command shares: its parser, its options, its logging, its exit.
+
+``server.py``, ``python -m receiver`` and ``python sender.py`` (and ``demo.py``) are built
+on these so their ``--help`` reads alike, their logs have one format and one naming scheme
+(``splitrtc.<module>``), and a user error is one line on stderr with exit code 2, never a
+traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+LOG_LEVELS = ("debug", "info", "warning", "error")
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class UserError(Exception):
+    """Something the user can fix (a bad option, a missing file, an unreachable server):
+    printed as one line, exit code 2."""
+
+
+def logger(module: str) -> logging.Logger:
+    """The logger of a module: ``splitrtc.`` + its dotted name (``__main__`` becomes the
+    program's package), so ``--log-level`` and log filters treat every module alike."""
+    return logging.getLogger(f"splitrtc.{module}")
+
+
+def parser(prog: str, doc: str | None, epilog: str | None = None) -> argparse.ArgumentParser:
+    """A parser whose description is the module docstring, laid out as written."""
+    return argparse.ArgumentParser(prog=prog, description=doc, epilog=epilog,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def add_peer_options(p: argparse.ArgumentParser, name: str) -> None:
+    """--server, --room, --name: where a peer joins and how the dashboard shows it."""
+    p.add_argument("--server", default="http://127.0.0.1:8080", help="signaling server URL (default: %(default)s)")
+    p.add_argument("--room", default="demo", help="room to join (default: %(default)s)")
+    p.add_argument("--name", default=name, help="name shown on the dashboard (default: %(default)s)")
+
+
+def add_log_level(p: argparse.ArgumentParser, default: str = "info") -> None:
+    p.add_argument("--log-level", default=default, choices=LOG_LEVELS,
+                   help="logging verbosity (default: %(default)s)")
+
+
+def positive(kind: type[int] | type[float], what: str, zero_ok: bool = False) -> Callable[[str], int | float]:
+    """An argparse ``type`` that refuses values below 1 (or below 0 with ``zero_ok``) at parse
+    time, with the option's meaning in the message."""
+    def convert(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number ({what})") from None
+        if value < 0 or (value == 0 and not zero_ok) or value != value:
+            raise argparse.ArgumentTypeError(f"{text} must be {'>= 0' if zero_ok else '> 0'} ({what})")
+        return value
+    return convert
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format=LOG_FORMAT)
+
+
+def fail(prog: str, message: object) -> int:
+    """One line on stderr, the usage exit code."""
+    print(f"{prog}: {message}", file=sys.stderr)
+    return EXIT_USAGE

@@ -1,0 +1,1 @@
+"""aiortc glue: the signaling client, peer connection set-up, getStats-style reports."""

@@ -1,0 +1,1 @@
+"""The models at run time: manifest, ONNX Runtime runners, preprocessing, operating points."""

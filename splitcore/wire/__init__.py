@@ -1,0 +1,1 @@
+"""The bytes between the peers: frames, codecs, messages (docs/wire-format.md)."""

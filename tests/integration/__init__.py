@@ -1,0 +1,1 @@
+"""Integration tests: real processes, real aiortc peers, a real Socket.IO server."""

@@ -1,0 +1,71 @@
+"""The sender refuses bad set-ups with one clear line and exit code 2, before connecting."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.harness import ROOT
+
+
+def sender(*args: str) -> subprocess.CompletedProcess:
+    # port 9 (discard): nothing listens; every case must fail before it matters
+    return subprocess.run([sys.executable, "sender.py", "--server", "http://127.0.0.1:9", *args],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+
+
+def assert_refused(p: subprocess.CompletedProcess, *words: str) -> None:
+    assert p.returncode == 2, p.stderr
+    assert "Traceback" not in p.stderr
+    assert p.stderr.startswith("sender: ")
+    for w in words:
+        assert w in p.stderr, p.stderr
+
+
+def test_unknown_split() -> None:
+    assert_refused(sender("--split", "nosuch"), "unknown split 'nosuch'", "stage1")
+
+
+def test_missing_camera() -> None:
+    assert_refused(sender("--camera", "/dev/video99"), "/dev/video99")
+
+
+@pytest.mark.parametrize("name,content", [("missing.mp4", None), ("text.mp4", b"not a video\n")])
+def test_unreadable_video(tmp_path: Path, name: str, content: bytes | None) -> None:
+    path = tmp_path / name
+    if content is not None:
+        path.write_bytes(content)
+    assert_refused(sender("--video", str(path)), str(path))
+
+
+def test_model_file_that_does_not_match_the_manifest(tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    shutil.copytree(ROOT / "models", models)
+    manifest = json.loads((models / "manifest.json").read_text())
+    head = models / manifest["splits"][1]["head"]["file"]
+    head.write_bytes(head.read_bytes()[:-1] + b"\0")
+    assert_refused(sender("--manifest", str(models / "manifest.json"), "--split", manifest["splits"][1]["id"]),
+                   str(head), "does not match the manifest")
+
+
+def test_unreachable_server() -> None:
+    assert_refused(sender("--frames", "1"), "cannot reach the signaling server")
+
+
+def test_help_explains_every_option() -> None:
+    p = subprocess.run([sys.executable, "sender.py", "--help"], cwd=ROOT, capture_output=True, text=True)
+    assert p.returncode == 0
+    for opt in ("--camera", "--video", "--split", "--frames", "--json", "--log", "--verify"):
+        assert opt in p.stdout
+
+
+def test_auto_split_refuses_an_explicit_codec() -> None:
+    assert_refused(sender("--split", "auto", "--codec", "float16"), "--split auto chooses the codec")
+
+
+def test_unknown_codec() -> None:
+    assert_refused(sender("--codec", "int3"), "unknown codec 'int3'")

@@ -1,0 +1,1 @@
+"""Training, export, calibration and quantization of SplitNet (PyTorch; not needed at run time)."""
