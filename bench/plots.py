@@ -64,7 +64,7 @@ def bytes_vs_accuracy(result: dict, path: Path) -> None:
     nrow = -(-len(splits) // ncol)
     fig, axes = plt.subplots(nrow, ncol, figsize=(7.2 * ncol, 4.6 * nrow + 0.8), sharex=True, sharey=True,
                              squeeze=False)
-    for ax, split in zip(axes.flat, splits):
+    for ax, split in zip(axes.flat, splits, strict=True):
         sr = [r for r in rows if r["split"] == split]
         for codec in dict.fromkeys(r["codec"] for r in sr):
             pts = [r for r in sr if r["codec"] == codec]
@@ -112,7 +112,7 @@ def bytes_per_split(result: dict, path: Path) -> None:
     heads = [h for h in ("float32", "int8") if _latent(result, h)]
     base = _baselines(result)
     fig, axes = plt.subplots(1, len(heads), figsize=(7.5 * len(heads), 6.2), sharey=True, squeeze=False)
-    for ax, head in zip(axes[0], heads):
+    for ax, head in zip(axes[0], heads, strict=True):
         hr = _latent(result, head)
         splits = list(dict.fromkeys(r["split"] for r in hr))
         xs = range(len(splits))

@@ -22,6 +22,7 @@ import base64
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -74,13 +75,15 @@ window.resizeBatch = (items, w, h, qualities) => {
 </script>"""
 
 
-def browser_resize(bigs: np.ndarray, batch: int, qualities: tuple[str, ...]) -> dict[str, np.ndarray]:
-    """32x32 RGB of every big RGB image, as drawn by Chromium's canvas at each quality."""
-    from tests.browser import chromium
+def browser_resize(bigs: np.ndarray, batch: int, qualities: tuple[str, ...]) -> tuple[dict[str, np.ndarray], str]:
+    """32x32 RGB of every big RGB image, as drawn by Chromium's canvas at each quality, and
+    the browser's version."""
+    from tests.browser.chromium import chromium
 
     n, h, w, _ = bigs.shape
     out: dict[str, list[np.ndarray]] = {q: [] for q in qualities}
-    with chromium() as browser:
+    with chromium() as launched:
+        browser: Any = launched  # a playwright Browser
         page = browser.new_page()
         page.set_content(PAGE)
         version = browser.version
@@ -89,9 +92,7 @@ def browser_resize(bigs: np.ndarray, batch: int, qualities: tuple[str, ...]) -> 
             res = page.evaluate("([i, w, h, q]) => window.resizeBatch(i, w, h, q)", [items, w, h, list(qualities)])
             for q in qualities:
                 out[q] += [np.frombuffer(base64.b64decode(b), np.uint8).reshape(32, 32, 3) for b in res[q]]
-    result = {q: np.stack(v) for q, v in out.items()}
-    result["_version"] = version  # type: ignore[assignment]
-    return result
+    return {q: np.stack(v) for q, v in out.items()}, version
 
 
 def labels(runner, images_rgb: np.ndarray, desc: str) -> np.ndarray:
@@ -121,8 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     linear = np.stack([cv2.resize(b, (32, 32), interpolation=cv2.INTER_LINEAR) for b in bigs])
 
     t0 = time.monotonic()
-    canvas = browser_resize(bigs, args.batch, QUALITIES)
-    chromium_version = canvas.pop("_version")
+    canvas, chromium_version = browser_resize(bigs, args.batch, QUALITIES)
     browser_s = time.monotonic() - t0
 
     manifest = Manifest.load()
@@ -142,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
                      "agree_with_area": round(float((preds[name] == ref).mean()), 4)})
     lin_vs_low = np.abs(linear.astype(np.int16) - canvas["low"].astype(np.int16))
 
-    result = {"n": len(picks), "camera_size": [w, h], "upscale": f"cv2.INTER_{args.upscale.upper()}", "reference": "cv2.INTER_AREA",
+    result: dict[str, Any] = {"n": len(picks), "camera_size": [w, h], "upscale": f"cv2.INTER_{args.upscale.upper()}",
+              "reference": "cv2.INTER_AREA",
               "chromium": chromium_version, "browser_seconds": round(browser_s, 1),
               "model": manifest.full.path.name, "model_sha256": manifest.full.sha256,
               "canvas_low_vs_cv2_linear": {"mean_abs_diff": round(float(lin_vs_low.mean()), 3),

@@ -88,7 +88,10 @@ def jpeg_roundtrip(rgb: np.ndarray, quality: int) -> tuple[bytes, np.ndarray, fl
     t1 = _now()
     if not ok:
         raise RuntimeError("cv2.imencode failed")
-    dec = cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    decoded = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    if decoded is None:
+        raise RuntimeError("cv2.imdecode failed on its own JPEG")
+    dec = cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB)
     t2 = _now()
     return buf.tobytes(), dec, (t1 - t0) * 1e3, (t2 - t1) * 1e3
 
@@ -379,7 +382,7 @@ def headline(rows: list[dict]) -> dict:
     within = [r for r in latent if r["top1"] >= full_top1 - 0.01]
     smallest_within = min(within, key=lambda r: r["payload_bytes"]) if within else None
 
-    def brief(r):
+    def brief(r: dict | None) -> dict | None:
         return None if r is None else {k: r.get(k) for k in ("split", "head", "codec", "payload_bytes", "wire_bytes",
                                                               "top1", "agreement", "max_abs_logit_diff")}
 
@@ -547,7 +550,7 @@ def run(args, images: np.ndarray | None = None, labels: np.ndarray | None = None
     heads = [h for h in args.heads.split(",") if h]
     chosen = tuple(c for c in args.codecs.split(",") if c) or ALL_CODECS
     qualities = tuple(int(q) for q in args.jpeg.split(",") if q)
-    if images is None:
+    if images is None or labels is None:
         test = load_cifar10(args.data, split="test")
         idx = pick_images(args.images, len(test.images))
         images, labels = test.images[idx], test.labels[idx]

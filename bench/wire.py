@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Hashable, Sequence
+from typing import Any
 
 from aiortc import RTCConfiguration, RTCDataChannel, RTCPeerConnection
 
@@ -81,7 +82,7 @@ async def _measure_one(a, ch, counter, b, bcounter, recv, frames: Sequence[Seque
     await asyncio.sleep(0.25)  # the last SACK round trip
     a1, b1 = await collect(a, [counter]), await collect(b, [bcounter])
 
-    def delta(r0, r1, kind, key):
+    def delta(r0: list[dict], r1: list[dict], kind: str, key: str) -> float:
         return _pick(r1, kind)[key] - _pick(r0, kind)[key]
 
     return {
@@ -95,7 +96,7 @@ async def _measure_one(a, ch, counter, b, bcounter, recv, frames: Sequence[Seque
     }
 
 
-async def _measure_all(streams, seconds, fps, progress):
+async def _measure_all(streams: Sequence[Any], seconds: float, fps: float, progress: Any) -> dict:
     a, ch, b, recv, got = await _pair()
     counter = ChannelCounter.attach(ch)
     out = {}

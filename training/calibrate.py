@@ -150,7 +150,7 @@ def score(latents: np.ndarray, shape: tuple[int, ...], spec: codecs.CodecSpec, s
           tail: Runner, reference: np.ndarray) -> dict:
     """Agreement of top-1 with the float32 model and mean squared logit error."""
     agree, sq = 0, 0.0
-    for lat, ref in zip(latents, reference):
+    for lat, ref in zip(latents, reference, strict=True):
         logits = tail.run(roundtrip(lat.reshape(shape), spec, split)).ravel()
         agree += int(logits.argmax() == ref.argmax())
         sq += float(np.mean((logits - ref) ** 2))

@@ -17,7 +17,6 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 import onnx
 import torch
 
@@ -97,9 +96,11 @@ def export(ckpt: Path, out: Path, name: str = "splitnet") -> dict:
     for split_id in BOUNDARIES:
         head, tail = onnxcut.cut(full, split_id)
         point = next(c for c in onnxcut.candidate_cuts(full) if c.name == split_id)
+        if point.shape is None:
+            raise RuntimeError(f"cut {split_id} has no static shape")
         manifest["splits"].append({
             "id": split_id, "tensor": split_id, "shape": list(point.shape), "dtype": "float32",
-            "bytes": int(np.prod(point.shape)) * 4,
+            "bytes": point.float32_bytes,
             "head": file_entry(head, out / f"{name}.{split_id}.head.onnx"),
             "tail": file_entry(tail, out / f"{name}.{split_id}.tail.onnx"),
         })

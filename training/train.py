@@ -99,7 +99,7 @@ def recalibrate_bn(model: torch.nn.Module, x: torch.Tensor, batch: int = 1000) -
     order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
     for i in range(0, len(x), batch):
         model(x[order[i:i + batch]].contiguous(memory_format=torch.channels_last))
-    for m, momentum in zip(norms, saved):
+    for m, momentum in zip(norms, saved, strict=True):
         m.momentum = momentum
     model.eval()
 

@@ -105,7 +105,10 @@ def _from_tar(path: Path, split: str) -> Split:
                 if (not member.isfile() or len(parts) < 3 or parts[-3] != split
                         or not parts[-1].lower().endswith(_IMAGE_EXTS)):
                     continue
-                data = tar.extractfile(member).read()
+                fileobj = tar.extractfile(member)
+                if fileobj is None:  # isfile() said it is a regular file; never None then
+                    continue
+                data = fileobj.read()
                 items.append((parts[-2], parts[-1], _decode(data, f"{path}:{member.name}")))
     except tarfile.TarError as exc:
         raise DatasetError(f"{path} is not a readable tar archive: {exc}") from exc

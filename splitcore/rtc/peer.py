@@ -18,7 +18,7 @@ def new_peer_connection(ice_servers: list[str] | None = None) -> RTCPeerConnecti
 async def add_browser_candidate(pc: RTCPeerConnection, init: dict | None) -> None:
     """Apply a trickled ``RTCIceCandidateInit`` from a browser; empty means end-of-candidates."""
     text = (init or {}).get("candidate") or ""
-    if not text:
+    if not text or init is None:
         return
     cand = candidate_from_sdp(text.split(":", 1)[1] if text.startswith("candidate:") else text)
     cand.sdpMid = init.get("sdpMid")

@@ -140,9 +140,10 @@ def full_runner(m: Manifest, threads: int = 1) -> Runner:
 
 def head_runner(m: Manifest, split_id: str, threads: int = 1, int8: bool = False) -> Runner:
     point = m.split(split_id)
-    if int8 and point.head_int8 is None:
+    head = point.head_int8 if int8 else point.head
+    if head is None:
         raise ModelError(f"split {split_id} has no INT8 head in {m.path}: run `python -m training.quantize`")
-    return Runner(point.head_int8 if int8 else point.head, m.input_shape, threads)
+    return Runner(head, m.input_shape, threads)
 
 
 def tail_runner(m: Manifest, split_id: str, threads: int = 1) -> Runner:

@@ -65,7 +65,8 @@ class Preprocessor:
     @property
     def shape(self) -> tuple[int, int, int, int]:
         """The shape of every returned array, for checking against the model's input."""
-        return self._out.shape  # type: ignore[return-value]
+        n, c, h, w = self._out.shape
+        return n, c, h, w
 
     def __call__(self, frame: np.ndarray, copy: bool = False) -> np.ndarray:
         """Return the ``[1, 3, size, size]`` float32 RGB input for one HxWx3 uint8 frame."""

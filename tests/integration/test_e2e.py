@@ -99,7 +99,7 @@ def test_receiver_serves_two_senders_at_once(tmp_path: Path) -> None:
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                  for split in ("stage1", "features")]
         outs = [p.communicate(timeout=120) for p in procs]
-    for p, (out, err) in zip(procs, outs):
+    for p, (out, err) in zip(procs, outs, strict=True):
         assert p.returncode == 0, err[-3000:]
         s = json.loads(out.strip().splitlines()[-1])
         assert s["accounted"] and s["frames_sent"] == 45 and s["in_flight_at_exit"] == 0

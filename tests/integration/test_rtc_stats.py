@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Union
+from typing import Any
 
 import pytest
 import socketio
@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from splitcore.rtc import stats as rtcstats
 from splitcore.rtc.stats import ChannelCounter, StatsPublisher, collect, payload_size, rates
 
-Msg = Union[bytes, str]
+Msg = bytes | str
 TIMEOUT_S = 10.0
 
 # Both kinds of message, empty ones, multi-byte UTF-8 and the 64 KiB maximum.

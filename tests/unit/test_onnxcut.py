@@ -308,7 +308,7 @@ def test_cli_verify_exits_1_on_mismatch(res_model, tmp_path, capsys):
     head, tail = oc.cut(res_model, "r2")
     tail.graph.initializer[-1].CopyFrom(_init(tail.graph.initializer[-1].name, (10,), 99))
     paths = [tmp_path / f"{n}.onnx" for n in ("full", "head", "tail")]
-    for m, p in zip((res_model, head, tail), paths):
+    for m, p in zip((res_model, head, tail), paths, strict=True):
         onnx.save(m, p)
     assert oc.main(["verify", *map(str, paths), "--samples", "1"]) == 1
     assert "NOT" in capsys.readouterr().out

@@ -110,7 +110,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
     widths = [max(len(r[k]) for r in [header, *rows]) for k in range(len(header))]
     right = (True, False, False, False, True, True)
     for r in [header, *rows]:
-        print("  ".join(v.rjust(w) if a else v.ljust(w) for v, w, a in zip(r, widths, right)))
+        print("  ".join(v.rjust(w) if a else v.ljust(w) for v, w, a in zip(r, widths, right, strict=True)))
     return 0
 
 

@@ -78,10 +78,10 @@ def _node_macs(node: onnx.NodeProto, types: Mapping[str, onnx.TypeProto]) -> int
         trans_a = any(at.name == "transA" and at.i for at in node.attribute)
         if a is None or y is None or len(a) != 2:
             return None
-        return y * _numel(a[:1] if trans_a else a[1:])
+        return y * (_numel(a[:1] if trans_a else a[1:]) or 0)
     if node.op_type in _MATMUL_OPS:
         a = shape(0)
-        return None if a is None or y is None or not a else y * _numel(a[-1:])
+        return None if a is None or y is None or not a else y * (_numel(a[-1:]) or 0)
     return 0
 
 

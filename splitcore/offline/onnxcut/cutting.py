@@ -93,6 +93,7 @@ def _nearby(g: _Graph, tensor: str) -> str:
 
 def _check_cut(g: _Graph, tensor: str) -> None:
     """Raise NotACutError with the reason and valid alternatives."""
+    problem: str | None
     if tensor not in {*g.producer, *g.real_inputs, *g.const_tensors}:
         problem = "the model has no tensor by that name"
     else:

@@ -106,7 +106,7 @@ def verify(full: onnx.ModelProto, head: onnx.ModelProto, tail: onnx.ModelProto,
         want = s_full.run(out_names, feed)
         latent = s_head.run(None, {k: v for k, v in feed.items() if k in head_in})
         got = s_tail.run(out_names, {latent_in: latent[0]})
-        for a, b in zip(want, got):
+        for a, b in zip(want, got, strict=True):
             same, diff = _compare(np.asarray(a), np.asarray(b))
             exact, worst = exact and same, max(worst, diff)
     return VerifyResult(samples=len(feeds), max_abs_diff=worst, bit_exact=exact,
