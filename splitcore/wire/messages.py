@@ -26,7 +26,8 @@ from typing import Any
 SPLIT_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 DROP_REASONS = ("stale", "incomplete")
 TIMING_FIELDS = ("decode_ms", "queue_ms", "tail_ms", "total_ms")
-MAX_TEXT = 16 * 1024        # a reply of 10 classes is ~600 B; anything far larger is refused unread
+MAX_TEXT = 16 * 1024        # bytes of UTF-8; a reply of 10 classes is ~600 B: far larger is refused unread
+MAX_DEPTH = 32              # nesting of objects and arrays; a message needs 3
 MAX_CLASSES = 1000          # probs/logits longer than this are refused, not allocated
 MAX_REASON = 64
 MAX_DETAIL = 1024
@@ -133,14 +134,17 @@ def dumps(msg: Message) -> str:
 
 def parse(text: str | bytes) -> Message:
     """Validate one text message into its type; MessageError says what is wrong."""
-    if len(text) > MAX_TEXT:
-        raise MessageError("bad_message", f"{len(text)} bytes is longer than any message ({MAX_TEXT})")
+    size = len(text) if isinstance(text, bytes) or len(text) > MAX_TEXT else len(text.encode())
+    if size > MAX_TEXT:
+        raise MessageError("bad_message", f"a text of {size} bytes is longer than any message ({MAX_TEXT})")
     try:
         m = json.loads(text, parse_constant=_no_constant)
     except ValueError as exc:
         raise MessageError("bad_json", f"not JSON ({str(exc)[:80]})") from None
     except RecursionError:  # JavaScript parses deep nesting, and then finds no message in it
         raise MessageError("bad_message", "nested too deeply to be a message") from None
+    if _too_deep(m):
+        raise MessageError("bad_message", "nested too deeply to be a message")
     if not isinstance(m, dict):
         raise MessageError("bad_message", "message is not a JSON object")
     kind = m.get("type")
@@ -193,6 +197,20 @@ def _field(m: dict[str, Any], key: str, ok: Any, what: str, seq: int | None = No
         raise MessageError("bad_message", f"{m.get('type')} message: \"{key}\" must be {what}, "
                            f"got {_show(value)}", seq)
     return value
+
+
+def _too_deep(value: Any) -> bool:
+    """True when objects and arrays nest deeper than MAX_DEPTH (the top level is depth 1).
+    Walks containers only, without recursion; a reply has three."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        v, depth = stack.pop()
+        if isinstance(v, dict | list):
+            if depth > MAX_DEPTH:
+                return True
+            stack.extend((c, depth + 1) for c in (v.values() if isinstance(v, dict) else v)
+                         if isinstance(c, dict | list))
+    return False
 
 
 def _seq_of(m: dict[str, Any]) -> int | None:
