@@ -1,6 +1,6 @@
 """The latent frame: header layout, encoding into <=64 KiB messages, decoding, reassembly.
 
-``docs/wire-format.md`` is the specification; ``static/js/frame.js`` is the browser's twin,
+``docs/wire-format.md`` is the specification; ``static/js/wire/frame.js`` is the browser's twin,
 and ``tests/vectors/`` keeps the two byte-compatible. This module knows nothing about what
 the payload bytes mean (that is ``splitcore.wire.codecs``): it only moves them, whole, in order.
 """
@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import re
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
+from typing import TypeVar
 
 MAGIC = b"SR"
 VERSION = 1
@@ -19,6 +21,7 @@ MAX_NDIM = 8
 MAX_ELEMENTS = 1 << 24
 FIXED = struct.Struct("<2sBBHBBBBBBIdIHHIHH")  # the 40-byte fixed part, see the spec table
 _SPLIT_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_E = TypeVar("_E", bound=IntEnum)
 
 
 class DType(IntEnum):
@@ -63,8 +66,8 @@ class Header:
     split: str
     shape: tuple[int, ...]
     dtype: DType = DType.FLOAT32
-    codec: int = Codec.NONE
-    compression: int = Compression.NONE
+    codec: Codec = Codec.NONE
+    compression: Compression = Compression.NONE
     payload_len: int = 0
     frag_index: int = 0
     frag_count: int = 1
@@ -84,9 +87,11 @@ def element_count(shape: tuple[int, ...]) -> int:
     return n
 
 
-def max_payload_len(n: int) -> int:
-    """The largest payload_len a frame of ``n`` elements may declare: 4 bytes a value plus
-    the worst-case expansion of any compressor on incompressible data (< 1/256, + 1 KiB)."""
+def shape_payload_bound(n: int) -> int:
+    """The largest payload_len any frame of ``n`` elements may declare, whatever its dtype,
+    codec and compression: 4 bytes a value plus more than the worst-case expansion of either
+    compressor on incompressible data (< 1/256, + 1 KiB). This is the frame-level check, made
+    before the codec is looked at; ``splitcore.wire.codecs.max_payload_len`` is the tight one."""
     return 4 * n + (4 * n) // 256 + 1024
 
 
@@ -165,7 +170,7 @@ def decode(msg: bytes | bytearray | memoryview) -> tuple[Header, memoryview]:
     return header, view[hlen:]
 
 
-def _enum(kind: type[IntEnum], value: int, code: str, seq: int) -> IntEnum:
+def _enum(kind: type[_E], value: int, code: str, seq: int) -> _E:
     try:
         return kind(value)
     except ValueError:
@@ -175,7 +180,7 @@ def _enum(kind: type[IntEnum], value: int, code: str, seq: int) -> IntEnum:
 def _check_geometry(h: Header, frag_len: int) -> None:
     if min(h.shape) < 1 or element_count(h.shape) > MAX_ELEMENTS:
         raise FrameError("bad_shape", f"shape {h.shape} (each dim >= 1, <= {MAX_ELEMENTS} elements)", h.seq)
-    if h.payload_len > max_payload_len(element_count(h.shape)):
+    if h.payload_len > shape_payload_bound(element_count(h.shape)):
         raise FrameError("bad_length", f"payload_len {h.payload_len} is too large for shape {h.shape}", h.seq)
     if h.frag_count < 1 or h.frag_index >= h.frag_count:
         raise FrameError("bad_fragment", f"fragment {h.frag_index} of {h.frag_count}", h.seq)
@@ -188,44 +193,94 @@ def _check_geometry(h: Header, frag_len: int) -> None:
                          f"{h.payload_len}", h.seq)
 
 
+PayloadLimit = Callable[[Header], int]
+"""``limit(header) -> int`` for ``Reassembler``: raises FrameError for a frame this side will
+not take at all, or returns the largest ``payload_len`` it accepts for that header."""
+
+
 class Reassembler:
     """Collects the fragments of one frame at a time, for one sender connection.
 
     The channel is reliable and ordered, so fragments of a frame arrive in order and a newer
     ``seq`` means the older frame will never complete: it is given up and reported, so the
-    sender can account for it. The buffer is reused while frames keep their size.
+    sender can account for it.
+
+    Memory: ``limit`` (see ``PayloadLimit``) sees every new frame's header, single message or
+    first fragment, before anything is stored for it; a frame that declares more than it
+    allows is refused (``too_large``). The receiver's limit checks split and shape against
+    its manifest and returns ``codecs.max_payload_len``, so what a sender declares never
+    decides how much is allocated. One buffer is reused for all frames: it grows (at most to
+    what ``limit`` allowed for the frame that made it grow) and never shrinks. Without a limit
+    only the frame-level checks of ``decode`` bound it (up to 4 bytes an element).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, limit: PayloadLimit | None = None) -> None:
+        self._limit = limit
         self._buf = bytearray()
         self._head: Header | None = None
         self._next_offset = 0
 
+    @property
+    def capacity(self) -> int:
+        """Bytes held for reassembly (the reused buffer), for tests and memory reports."""
+        return len(self._buf)
+
     def push(self, h: Header, part: memoryview) -> tuple[tuple[Header, memoryview] | None, Header | None]:
-        """Returns ``(complete frame or None, abandoned older frame's header or None)``."""
+        """Returns ``(complete frame or None, abandoned older frame's header or None)``.
+
+        A completed fragmented frame's payload is a view of the reused buffer: it is valid
+        until the next ``push``. A FrameError carries in ``abandoned`` the older frame it
+        ended, if any."""
         if h.frag_count == 1:
             abandoned, self._head = self._head, None
+            self._admit(h, abandoned)
             return (h, part), abandoned
         abandoned = None
         if self._head is not None and (h.seq != self._head.seq or h.frag_index == 0):
             abandoned, self._head = self._head, None
         if self._head is None:
             if h.frag_index != 0:
-                err = FrameError("bad_fragment", f"fragment {h.frag_index} without fragment 0", h.seq)
-                err.abandoned = abandoned
-                raise err
-            if len(self._buf) != h.payload_len:
-                self._buf = bytearray(h.payload_len)
+                raise _with(FrameError("bad_fragment", f"fragment {h.frag_index} without fragment 0", h.seq), abandoned)
+            allowed = self._admit(h, abandoned)
+            if len(self._buf) < h.payload_len:
+                # Grow geometrically so that compressed frames of varying size settle on one
+                # buffer after a few frames, but never past what this frame was allowed.
+                self._buf = bytearray(max(h.payload_len, min(allowed, 2 * len(self._buf))))
             self._head, self._next_offset = h, 0
         if h.frag_offset != self._next_offset or h.payload_len != self._head.payload_len:
             self._head = None
-            raise FrameError("bad_fragment", f"fragment {h.frag_index} at offset {h.frag_offset}, "
-                             f"expected {self._next_offset}", h.seq)
+            raise _with(FrameError("bad_fragment", f"fragment {h.frag_index} at offset {h.frag_offset} of "
+                                   f"payload_len {h.payload_len}, expected offset {self._next_offset}", h.seq), abandoned)
         self._buf[h.frag_offset:h.frag_offset + len(part)] = part
         self._next_offset += len(part)
         if h.frag_index + 1 < h.frag_count:
             return None, abandoned
         first, self._head = self._head, None
         if self._next_offset != h.payload_len:
-            raise FrameError("truncated", f"fragments gave {self._next_offset} of {h.payload_len} bytes", h.seq)
-        return (first, memoryview(self._buf)), abandoned
+            raise _with(FrameError("truncated", f"fragments gave {self._next_offset} of {h.payload_len} bytes", h.seq),
+                        abandoned)
+        return (first, memoryview(self._buf)[:h.payload_len]), abandoned
+
+    def _admit(self, h: Header, abandoned: Header | None) -> int:
+        """The limit's verdict on a new frame, before anything is allocated for it: the bytes
+        it may have (its own payload_len when there is no limit)."""
+        if self._limit is None:
+            return h.payload_len
+        try:
+            allowed = self._limit(h)
+            if h.payload_len > allowed:
+                raise FrameError("too_large", f"payload_len {h.payload_len} exceeds the {allowed} bytes a "
+                                 f"{h.codec.name.lower()}/{h.compression.name.lower()} frame of split {h.split} "
+                                 f"and shape {list(h.shape)} may have", h.seq)
+        except FrameError as err:
+            if err.seq is None:
+                err.seq = h.seq
+            raise _with(err, abandoned) from None
+        return allowed
+
+
+def _with(err: FrameError, abandoned: Header | None) -> FrameError:
+    """``err``, carrying the older incomplete frame it ended (for the sender's accounting)."""
+    if abandoned is not None:
+        err.abandoned = abandoned
+    return err

@@ -155,15 +155,17 @@ def parse(text: str | bytes) -> Message:
         return Drop(seq, _field(m, "capture_ms", _is_num, "a finite number", seq),
                     _field(m, "reason", _is_reason, f"a string of 1..{MAX_REASON} characters", seq))
     if kind == "error":
-        seq = m.get("seq")
-        if seq is not None and not _is_u32(seq):
-            raise MessageError("bad_message", f"error message: \"seq\" must be a u32 integer or null, got {_show(seq)}")
-        seq = int(seq) if seq is not None else None
+        raw_seq = m.get("seq")
+        if raw_seq is not None and not _is_u32(raw_seq):
+            raise MessageError("bad_message", f"error message: \"seq\" must be a u32 integer or null, "
+                               f"got {_show(raw_seq)}")
+        err_seq = int(raw_seq) if raw_seq is not None else None
         detail = m.get("detail", "")
         if not isinstance(detail, str) or len(detail) > MAX_DETAIL:
             raise MessageError("bad_message", f"error message: \"detail\" must be a string of at most "
-                               f"{MAX_DETAIL} characters", seq)
-        return Error(seq, _field(m, "reason", _is_reason, f"a string of 1..{MAX_REASON} characters", seq), detail)
+                               f"{MAX_DETAIL} characters", err_seq)
+        return Error(err_seq, _field(m, "reason", _is_reason, f"a string of 1..{MAX_REASON} characters", err_seq),
+                     detail)
     if kind in ("ping", "pong"):
         t_ms = _field(m, "t_ms", _is_num, "a finite number")
         return Ping(float(t_ms)) if kind == "ping" else Pong(float(t_ms))
@@ -215,7 +217,7 @@ def _too_deep(value: Any) -> bool:
 
 def _seq_of(m: dict[str, Any]) -> int | None:
     seq = m.get("seq")
-    return int(seq) if _is_u32(seq) else None
+    return int(seq) if seq is not None and _is_u32(seq) else None
 
 
 def _no_constant(name: str) -> Any:

@@ -1,7 +1,14 @@
-"""Latent codecs: property tests of every round trip, and bad input that must be refused."""
+"""Latent codecs: property tests of every round trip, and bad input that must be refused,
+decompression bombs included (with the peak memory of a child process decoding each one)."""
 from __future__ import annotations
 
+import importlib.util
+import json
+import struct
+import subprocess
+import sys
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -133,11 +140,16 @@ def test_decompression_bomb_is_bounded() -> None:
     h = Header(1, 0.0, "s", (1, 4, 4, 4), DType.FLOAT32, Codec.NONE, Compression.ZLIB, len(bomb))
     with pytest.raises(FrameError) as err:
         codecs.decode_tensor(h, bomb)
-    assert err.value.code in ("bad_length", "bad_compression")
+    assert err.value.code == "too_large"
 
 
-VECTORS = __import__("pathlib").Path(__file__).resolve().parents[1] / "vectors"
-INDEX = __import__("json").loads((VECTORS / "index.json").read_text())
+VECTORS = Path(__file__).resolve().parents[1] / "vectors"
+INDEX = json.loads((VECTORS / "index.json").read_text())
+ROOT = Path(__file__).resolve().parents[2]
+_spec = importlib.util.spec_from_file_location("make_vectors", VECTORS / "make_vectors.py")
+assert _spec is not None and _spec.loader is not None
+make_vectors = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(make_vectors)
 
 
 @pytest.mark.parametrize("case", INDEX["codecs"], ids=lambda c: c["name"])
@@ -152,3 +164,194 @@ def test_codec_vectors_decode_and_reencode(case: dict) -> None:
     dtype, codec, params, _ = codecs.encode(x, spec)
     assert (dtype.name.lower(), int(codec), params.hex()) == (case["dtype"], case["codec"], case["params_hex"])
     assert bytes(codecs._quantize(x, spec)[3]) == (VECTORS / case["raw_payload"]).read_bytes()
+
+
+# ------------------------------------------------------------------------ payload bounds
+
+
+def _header(n: int, dtype: DType, codec: Codec, comp: Compression) -> Header:
+    params = {Codec.NONE: b"", Codec.AFFINE_TENSOR: struct.pack("<fi", 0.1, 0),
+              Codec.AFFINE_CHANNEL: b"\0" * 4, Codec.CLIP4: struct.pack("<ff", 0.0, 0.2)}[codec]
+    return Header(1, 0.0, "s", (n,), dtype, codec, comp, params=params)
+
+
+KINDS = [(DType.FLOAT32, Codec.NONE), (DType.FLOAT16, Codec.NONE), (DType.INT8, Codec.AFFINE_TENSOR),
+         (DType.INT8, Codec.AFFINE_CHANNEL), (DType.UINT4, Codec.CLIP4)]
+SIZES = [1, 2, 3, 7, 255, 1000, 4095, 4097, 8192, 16385, 32769, 98304]
+
+
+@pytest.mark.parametrize("n", SIZES)
+def test_max_payload_len_holds_what_the_compressors_make_of_random_bytes(n: int) -> None:
+    """Incompressible input is the compressors' worst case: every level of zlib (as Python
+    and browsers run it) and zstd stays within the bound, and the bound is not loose."""
+    rng = np.random.default_rng(n)
+    for dtype, codec in KINDS:
+        raw = rng.bytes(codecs.raw_size(_header(n, dtype, codec, Compression.NONE)))
+        assert codecs.max_payload_len(_header(n, dtype, codec, Compression.NONE)) == len(raw)
+        zbound = codecs.max_payload_len(_header(n, dtype, codec, Compression.ZLIB))
+        made = [len(zlib.compress(raw, level)) for level in range(-1, 10)]
+        assert max(made) <= zbound <= max(made) + 16 + len(raw) // 1000
+        import zstandard
+        sbound = codecs.max_payload_len(_header(n, dtype, codec, Compression.ZSTD))
+        made = [len(zstandard.ZstdCompressor(level=level, write_checksum=checksum).compress(raw))
+                for level in (-5, 1, 3, 19) for checksum in (False, True)]
+        assert max(made) <= sbound <= max(made) + 80 + len(raw) // 200
+
+
+@settings(max_examples=40, deadline=None)
+@given(x=latents, name=st.sampled_from(codecs.QUANTIZERS), comp=st.sampled_from(COMPRESSIONS))
+def test_max_payload_len_holds_every_encoded_latent(x: np.ndarray, name: str, comp: str) -> None:
+    h, payload = _frame(name + comp, x, calibration(x.shape[1]))
+    assert len(payload) <= codecs.max_payload_len(h)
+
+
+def test_max_payload_len_refuses_what_no_codec_decodes() -> None:
+    with pytest.raises(FrameError) as err:
+        codecs.max_payload_len(_header(8, DType.FLOAT32, Codec.CLIP4, Compression.ZLIB))
+    assert err.value.code == "bad_dtype"
+
+
+# ----------------------------------------------------------------- decompression bounds
+
+ZSTD_HEADER = Header(1, 0.0, "s", (1, 32, 16, 16), DType.FLOAT32, Codec.NONE, Compression.ZSTD)  # 32,768 bytes raw
+
+
+def _zstd_error(payload: bytes) -> str:
+    with pytest.raises(FrameError) as err:
+        codecs.decode_tensor(Header(**{**ZSTD_HEADER.__dict__, "payload_len": len(payload)}), payload)
+    return err.value.code
+
+
+def test_zstd_is_bounded_by_the_expected_size() -> None:
+    import zstandard
+    rle = make_vectors.zstd_rle_frame
+    raw = np.arange(8192, dtype="<f4").tobytes()
+    good = zstandard.ZstdCompressor(level=3).compress(raw)
+    # declared larger than expected, or a window larger than the content could need
+    assert _zstd_error(rle(2, 128 << 10, content_size=256 << 10)) == "too_large"
+    assert _zstd_error(rle(1, 1024, window_log=20)) == "too_large"
+    # no declared size: refused when it passes the expected size, whatever it would give
+    assert _zstd_error(rle(64, 32 << 10, window_log=15)) == "too_large"
+    # concatenated frames: the second inflates past, or asks for a window past the cap
+    assert _zstd_error(good + rle(4, 32 << 10, window_log=15)) == "too_large"
+    assert _zstd_error(good + rle(2, 128 << 10, content_size=256 << 10)) == "too_large"
+    # and what is not zstd, or has bytes after the frame
+    assert _zstd_error(b"\x28\xb5\x2f") == "bad_compression"
+    assert _zstd_error(good + b"\0\0\0\0") == "bad_compression"
+    # frames exactly of the expected size decode: one, without a declared size, or two halves
+    undeclared = zstandard.ZstdCompressor(level=3, write_content_size=False)
+    halves = zstandard.ZstdCompressor(level=3).compress(raw[:16384]) + zstandard.ZstdCompressor(level=3).compress(raw[16384:])
+    for payload in (good, undeclared.compress(raw), halves):
+        h = Header(**{**ZSTD_HEADER.__dict__, "payload_len": len(payload)})
+        assert codecs.decode_tensor(h, payload).ravel().tobytes() == raw
+        # the reused decompressor starts afresh after a frame it gave up half-way through
+        assert _zstd_error(good + rle(4, 32 << 10, window_log=15)) == "too_large"
+        assert codecs.decode_tensor(h, payload).ravel().tobytes() == raw
+
+
+def test_zlib_is_bounded_by_the_expected_size() -> None:
+    raw = np.arange(8192, dtype="<f4").tobytes()
+    h = Header(1, 0.0, "s", (1, 32, 16, 16), DType.FLOAT32, Codec.NONE, Compression.ZLIB)
+    for payload, code in [(zlib.compress(raw + b"\0"), "too_large"), (zlib.compress(raw)[:-1], "bad_compression"),
+                          (zlib.compress(raw) + b"\0", "bad_compression"), (zlib.compress(raw[:-4]), "bad_length")]:
+        with pytest.raises(FrameError) as err:
+            codecs.decode_tensor(Header(**{**h.__dict__, "payload_len": len(payload)}), payload)
+        assert err.value.code == code
+
+
+# A child process handles one message and reports how much its peak RSS grew meanwhile: it
+# resets the peak (VmHWM) to its current RSS first (/proc/self/clear_refs, Linux >= 4.0).
+# Not getrusage's ru_maxrss: for an exec'd child it also holds the peak of the forked copy of
+# its parent before exec (53 MB measured here), which would hide anything smaller.
+_PROBE = r"""
+import json, sys, zlib
+import numpy, zstandard
+from splitcore.wire import codecs, frame
+mode, path, receiver = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+h, part = frame.decode(open(path, "rb").read())
+
+def limit(h):
+    if list(h.shape) != receiver.get(h.split):
+        raise frame.FrameError("shape_mismatch", "not served", h.seq)
+    return codecs.max_payload_len(h)
+
+def peak_kib():
+    return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM"))
+
+code, keep = None, None
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")
+before = peak_kib()
+try:
+    if mode == "decode":
+        keep = codecs.decode_tensor(h, part)
+    elif mode == "old-zstd":  # what decoded zstd before issue 11
+        keep = zstandard.ZstdDecompressor().decompress(bytes(part), max_output_size=codecs.raw_size(h) + 1)
+    elif mode == "reassemble":
+        r = frame.Reassembler(limit)
+        keep = r.push(h, part)
+    elif mode == "reassemble-without-limit":
+        r = frame.Reassembler()
+        keep = r.push(h, part)
+except (frame.FrameError, zstandard.ZstdError) as err:
+    code = getattr(err, "code", type(err).__name__)
+print(json.dumps({"grew_kib": peak_kib() - before, "code": code}))
+"""
+
+
+def peak_rss_growth(mode: str, path: Path) -> tuple[int, str | None]:
+    """(bytes a child's peak RSS grew while handling the message at ``path``, error code)."""
+    out = subprocess.run([sys.executable, "-c", _PROBE, mode, str(path), json.dumps(INDEX["receiver"]["splits"])],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    return report["grew_kib"] * 1024, report["code"]
+
+
+RSS_BOUND = 8 << 20  # what decoding any bomb may add to a process's peak memory
+BOMBS = [c for c in INDEX["invalid"] if "inflates_to" in c]
+
+
+@pytest.mark.parametrize("case", BOMBS, ids=lambda c: c["name"])
+def test_decoding_a_bomb_stays_far_below_its_size(case: dict) -> None:
+    grew, code = peak_rss_growth("decode", VECTORS / case["message"])
+    assert code == case["error"]
+    assert case["inflates_to"] >= 4 * RSS_BOUND
+    assert grew < RSS_BOUND, f"peak RSS grew {grew:,} bytes decoding a bomb of {case['inflates_to']:,}"
+
+
+def test_the_memory_probe_sees_the_old_zstd_decoder_allocate(tmp_path: Path) -> None:
+    """The probe is not blind: the one-shot decoder used before allocates what a frame declares."""
+    payload = make_vectors.zstd_rle_frame(512, 128 << 10, content_size=64 << 20)
+    (msg,) = encode(Header(**{**ZSTD_HEADER.__dict__, "payload_len": len(payload)}), payload)
+    (tmp_path / "bomb.bin").write_bytes(msg)
+    assert peak_rss_growth("decode", tmp_path / "bomb.bin")[0] < RSS_BOUND
+    grew, _ = peak_rss_growth("old-zstd", tmp_path / "bomb.bin")
+    assert grew >= 64 << 20, f"the old decoder grew the peak RSS by only {grew:,} bytes"
+
+
+# ------------------------------------------------------------------------ codec parameters
+
+
+def test_encoder_parameters_are_always_decodable() -> None:
+    """What the decoder refuses (bad_params), the encoder never makes: int8-tensor of a range
+    of a few subnormals (its scale underflowed to 0 before), and clip ranges beyond float32."""
+    tiny = np.array([0.0, 1e-45, 3e-45, 0.0], np.float32).reshape(1, 4)
+    h, payload = _frame("int8-tensor", tiny)
+    assert struct.unpack("<f", h.params[:4])[0] > 0
+    np.testing.assert_allclose(codecs.decode_tensor(h, payload), tiny, atol=2e-45)
+    for clip in ([0.0, 1e39], [-1e39, 0.0], [0.0, 1e-45], [-3.0e38, 3.0e38]):
+        with pytest.raises(ValueError, match="float32"):
+            codecs.parse("clip4", {"clip": clip})
+    h, payload = _frame("clip4", X * 1e38, {"clip": [-1.5e38, 1.5e38]})
+    assert np.isfinite(codecs.decode_tensor(h, payload)).all()
+
+
+@pytest.mark.parametrize("case", [c for c in INDEX["invalid"] if c["error"] == "bad_params" and "params_hex" in c],
+                         ids=lambda c: c["name"])
+def test_impossible_parameters_are_refused_before_decompressing(case: dict) -> None:
+    h, payload = decode((VECTORS / case["message"]).read_bytes())
+    assert h.params.hex() == case["params_hex"]
+    with pytest.raises(FrameError) as err:
+        codecs.decode_tensor(Header(**{**h.__dict__, "compression": Compression.ZLIB}), payload)
+    assert err.value.code == "bad_params"  # not bad_compression: parameters are checked first
