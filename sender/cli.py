@@ -16,15 +16,19 @@ import argparse
 import asyncio
 import contextlib
 import json
-import logging
 import signal
 import sys
 from pathlib import Path
+from typing import Any, NoReturn
 
-from sender.capture import CaptureError, open_source
+import socketio
+
+from sender.capture import open_source
 from sender.head import HeadCompute
 from sender.ledger import Ledger
-from sender.stream import SenderStream, StreamOptions
+from sender.source import CaptureError
+from sender.stream import NoReceiver, SenderStream, StreamOptions
+from splitcore.process import cli
 from splitcore.process.cpus import add_cpus_option, pin
 from splitcore.process.loops import add_event_loop_option, run_with_loop
 from splitcore.rtc.signaling import SignalingClient, SignalingError
@@ -32,47 +36,63 @@ from splitcore.runtime.models import Manifest, ModelError
 from splitcore.runtime.operating import OperatingPoints
 from splitcore.wire.codecs import CodecSpec
 
-log = logging.getLogger("splitrtc.sender")
+PROG = "sender"
+log = cli.logger("sender.cli")
+
+
+class GaveUp(Exception):
+    """The run ended without doing what was asked (receiver lost for good): exit 1."""
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python sender.py", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.parser("python sender.py", __doc__)
+    p.error = _one_line_error  # type: ignore[method-assign]
     src = p.add_mutually_exclusive_group()
     src.add_argument("--camera", help="webcam index (0) or device path (/dev/video0)")
     src.add_argument("--video", help="a video file to stream instead of a camera")
     p.add_argument("--loop", action="store_true", help="loop the video file")
-    p.add_argument("--server", default="http://127.0.0.1:8080", help="signaling server URL")
-    p.add_argument("--room", default="demo", help="room to join (default: demo)")
-    p.add_argument("--name", default="python-sender", help="label shown on the dashboard")
+    cli.add_peer_options(p, "python-sender")
     p.add_argument("--receiver", default=None, help="name of the receiver to use (default: the first)")
     p.add_argument("--split", default="stage1",
                    help="split point id from the manifest (default: stage1), or 'auto': the fewest "
                         "bytes within --max-drop of the full model, from models/operating_points.json")
     p.add_argument("--codec", default=None,
                    help="latent codec: float32 (default), float16, int8-tensor, int8-channel, clip4, "
-                        "optionally +zlib or +zstd (e.g. clip4+zlib; browsers decode zlib only); with --split auto, chosen for you")
+                        "optionally +zlib or +zstd (e.g. clip4+zlib; browsers decode zlib only); "
+                        "with --split auto, chosen for you")
     p.add_argument("--int8-head", action="store_true", help="run the statically quantized INT8 head")
-    p.add_argument("--max-drop", type=float, default=1.0,
+    p.add_argument("--max-drop", type=cli.positive(float, "accuracy points", zero_ok=True), default=1.0,
                    help="with --split auto: accuracy points you accept to lose (default 1.0)")
     p.add_argument("--zstd", action="store_true",
                    help="with --split auto, also consider +zstd codecs (smaller and faster than zlib, "
                         "but only Python receivers decode them; browsers do not)")
     p.add_argument("--points", default=None, help="operating points file (default: models/operating_points.json)")
     p.add_argument("--manifest", default=None, help="models/manifest.json to use")
-    p.add_argument("--frames", type=int, default=0, help="stop after N frames sent (default: run until stopped)")
-    p.add_argument("--fps", type=float, default=30.0, help="target frame rate (default 30)")
+    p.add_argument("--frames", type=cli.positive(int, "frames to send", zero_ok=True), default=0,
+                   help="stop after N frames sent (default 0: run until the source ends or Ctrl-C)")
+    p.add_argument("--fps", type=cli.positive(float, "frames per second"), default=30.0,
+                   help="target frame rate (default 30)")
+    p.add_argument("--reconnect-timeout", type=cli.positive(float, "seconds"), default=60.0, metavar="S",
+                   help="how long to wait for a receiver in the room, at start and after losing one, "
+                        "before giving up with exit code 1 (default 60)")
     p.add_argument("--verify", action="store_true",
                    help="also run the full model locally and compare the receiver's logits bit for bit")
     p.add_argument("--json", action="store_true", help="print one JSON summary object on stdout at exit")
     p.add_argument("--log", type=Path, default=None, help="write one JSON line per frame to FILE")
-    p.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads (default 1)")
+    p.add_argument("--threads", type=cli.positive(int, "ONNX Runtime threads"), default=1,
+                   help="ONNX Runtime threads (default 1)")
     p.add_argument("--ice-server", action="append", default=[], help="STUN/TURN URL (repeatable)")
     p.add_argument("--quiet", action="store_true", help="no live status line")
     add_event_loop_option(p)
     add_cpus_option(p)
-    p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    cli.add_log_level(p, "warning")
     return p.parse_args(argv)
+
+
+def _one_line_error(message: str) -> NoReturn:
+    """A bad option is one line (argparse's default adds the whole usage), exit code 2."""
+    print(f"{PROG}: {message} (see python sender.py --help)", file=sys.stderr)
+    sys.exit(cli.EXIT_USAGE)
 
 
 def status_line(stream: SenderStream) -> str:
@@ -81,8 +101,9 @@ def status_line(stream: SenderStream) -> str:
     bw = (f"payload {rates.payload_bytes_sent_ps / 1000:7.1f} kB/s  wire {rates.wire_bytes_sent_ps / 1000:7.1f} kB/s"
           if rates else "payload     - kB/s  wire     - kB/s")
     lat = f"p50 {p50:5.1f} ms p99 {p99:5.1f} ms" if p50 is not None else "p50     - ms p99     - ms"
+    state = "" if stream.link is not None else "  NO RECEIVER"
     return (f"seq {led.sent:6d}  {led.fps():5.1f} fps  {bw}  label {led.last_label or '-':<10}  "
-            f"{lat}  drops {led.dropped_sender.total() + led.dropped_receiver.total()}")
+            f"{lat}  drops {led.dropped_sender.total() + led.dropped_receiver.total()}  lost {led.lost}{state}")
 
 
 async def show_status(stream: SenderStream) -> None:
@@ -108,70 +129,100 @@ def choose(args: argparse.Namespace, manifest: Manifest) -> tuple[str, CodecSpec
     return op.split, manifest.split(op.split).codec(op.codec), op.head == "int8", choice
 
 
-async def run(args: argparse.Namespace) -> dict:
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    """The whole run; the summary, or GaveUp (with the summary) when it could not finish."""
     manifest = Manifest.load(args.manifest)
     split, codec, int8, choice = choose(args, manifest)
     camera = int(args.camera) if args.camera and args.camera.isdigit() else args.camera
     source = open_source(camera=camera, video=args.video, loop=args.loop)
     compute = HeadCompute(manifest, split, color=source.color, verify=args.verify,
                           threads=args.threads, int8=int8)
-    log_file = open(args.log, "w") if args.log else None
+    # line-buffered: the log is for watching a run (tail -f), and a line a frame is cheap
+    log_file = open(args.log, "w", buffering=1) if args.log else None  # noqa: SIM115 (closed in finally)
     ledger = Ledger(manifest.classes, log_file)
-    opts = StreamOptions(split=split, codec=codec, frames=args.frames, fps=args.fps, receiver_name=args.receiver)
-    stream = SenderStream(SignalingClient(args.server, args.room, "sender", args.name),
-                          compute, source, ledger, opts, args.ice_server)
+    opts = StreamOptions(split=split, codec=codec, frames=args.frames, fps=args.fps, receiver_name=args.receiver,
+                         reconnect_timeout=args.reconnect_timeout)
+    signaling = SignalingClient(args.server, args.room, "sender", args.name)
+    stream = SenderStream(signaling, compute, source, ledger, opts, args.ice_server)
     status = None
     _on_signals(stream)
+    totals: dict[str, int] = {}
     try:
-        await stream.connect()
-        if not args.quiet:
-            status = asyncio.create_task(show_status(stream))
-        await stream.run()
-        final = await stream.final_report()
+        try:
+            await stream.connect()
+        except NoReceiver:
+            if not stream.interrupted:
+                raise
+        else:
+            _on_signals(stream)  # again: python-engineio installs its own SIGINT handler on connect
+            if not args.quiet:
+                status = asyncio.create_task(show_status(stream))
+            await stream.run()
+        totals = await stream.totals()
     finally:
         if status:
             status.cancel()
             sys.stderr.write("\n")
         await stream.close()
+        source.close()
         if log_file:
             log_file.close()
     summary = ledger.summary()
     summary.update(split=split, codec=codec.name, head="int8" if int8 else "float32",
-                   source=source.name, receiver=stream.receiver_id)
+                   source=source.name, receiver=stream.receiver_id, receivers=stream.receivers,
+                   interrupted=stream.interrupted, **totals)
     if choice:
         summary["operating_point"] = choice
-    for entry in final:
-        if entry["type"] == "data-channel":
-            summary.update(payload_bytes=entry["bytesSent"], messages=entry["messagesSent"])
-        elif entry["type"] == "transport":
-            summary.update(wire_bytes=entry["bytesSent"], wire_packets=entry["packetsSent"])
+    outage = ledger.open_outage()
+    if stream.gave_up:
+        raise GaveUp(stream.gave_up, summary)
+    if outage is not None and not stream.interrupted:
+        raise GaveUp(f"the source ended while no receiver was connected (receiver {outage.receiver} lost: "
+                     f"{outage.cause})", summary)
     return summary
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    cli.setup_logging(args.log_level)
     try:
         if args.cpus:
             pin(args.cpus)  # before the head's session and the capture thread exist
         summary = run_with_loop(_main(args), args.event_loop)
-    except (ModelError, CaptureError, SignalingError, ValueError) as exc:
-        print(f"sender: {exc}", file=sys.stderr)
-        return 2
+    except GaveUp as exc:
+        why, summary = exc.args
+        if args.json:
+            print(json.dumps(summary))
+        print(f"{PROG}: {why}", file=sys.stderr)
+        return cli.EXIT_FAILED
+    except NoReceiver as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return cli.EXIT_FAILED
+    except (ModelError, CaptureError, SignalingError, ValueError, OSError) as exc:
+        return cli.fail(PROG, exc)
+    except socketio.exceptions.TimeoutError:
+        return cli.fail(PROG, f"the signaling server at {args.server} did not answer in time "
+                              "(busy, or not a SplitRTC server?)")
+    except socketio.exceptions.SocketIOError as exc:
+        return cli.fail(PROG, f"signaling with {args.server} failed: {exc or type(exc).__name__}")
     if summary is None:
-        return 130
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return cli.EXIT_INTERRUPTED
     if args.json:
         print(json.dumps(summary))
-    return 0 if summary["accounted"] else 1
+    if not summary["accounted"]:
+        print(f"{PROG}: the frame accounting does not balance (a bug): see the summary", file=sys.stderr)
+        return cli.EXIT_FAILED
+    return cli.EXIT_OK
 
 
 def _on_signals(stream: SenderStream) -> None:
-    """First Ctrl-C: stop capturing, collect outstanding replies, print the summary.
-    Second Ctrl-C: give up at once."""
+    """First Ctrl-C (or SIGTERM): stop capturing, collect outstanding replies, print the
+    summary. Second: give up at once."""
     loop, task = asyncio.get_running_loop(), asyncio.current_task()
 
     def handle() -> None:
-        if stream.stopping:
+        if stream.stopping and task is not None:
             task.cancel()
         stream.stop()
     with contextlib.suppress(NotImplementedError):
@@ -179,7 +230,7 @@ def _on_signals(stream: SenderStream) -> None:
             loop.add_signal_handler(sig, handle)
 
 
-async def _main(args: argparse.Namespace) -> dict | None:
+async def _main(args: argparse.Namespace) -> dict[str, Any] | None:
     try:
         return await run(args)
     except asyncio.CancelledError:

@@ -17,7 +17,7 @@ import numpy as np
 
 from splitcore.runtime.preprocess import ColorOrder
 
-from .capture import TARGET_FPS, Frame, _SourceBase
+from .source import TARGET_FPS, Captured, SourceBase
 
 # Periods in frames (about 2 to 5 s at 30 fps), chosen pairwise coprime so the scene only
 # repeats after their product, far longer than any run.
@@ -45,7 +45,7 @@ def _triangle_wave(index: int, period: int) -> float:
     return 2 * t if t < 0.5 else 2 * (1 - t)
 
 
-class PatternSource(_SourceBase):
+class PatternSource(SourceBase):
     """An endless synthetic BGR scene of ``width`` x ``height`` at a nominal ``fps``.
 
     ``read()`` returns the shared buffer (valid until the next read, like every source).
@@ -109,11 +109,11 @@ class PatternSource(_SourceBase):
                 cy + r * math.sin(angle + k * 2 * math.pi / 3)) for k in range(3)]
         cv2.fillPoly(img, [np.round(pts).astype(np.int32)], (60, 220, 90), cv2.LINE_AA)
 
-    def read(self) -> Frame:
+    def read(self) -> Captured:
         """Render the next frame; the pattern never ends."""
         image = self.render(self._index)
         self._index += 1
-        return Frame(image, time.monotonic(), self._index - 1)
+        return Captured(image, time.monotonic(), self._index - 1)
 
     def skip(self, n: int) -> int:
         """Jump the scene ahead; costs nothing because frames are computed from the index."""

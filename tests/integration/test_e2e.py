@@ -66,9 +66,12 @@ def test_video_through_server_receiver_and_sender(tmp_path: Path, cifar_video: P
     assert sent + sum(summary["dropped_by_sender"].values()) == FRAMES
     assert summary["replies"] >= FRAMES // 2, summary
 
-    # the receiver's getStats-style report counts exactly the bytes that were sent
-    assert channel["messagesReceived"] == sent
-    assert channel["bytesReceived"] == sent * size == summary["payload_bytes"]
+    # the latent frames are exactly the bytes sent; the channel also carries the sender's
+    # ping/pong texts (a few dozen bytes each), of which the last may not arrive before close
+    assert summary["frame_messages"] == sent and summary["frame_bytes"] == sent * size
+    assert sent * size <= channel["bytesReceived"] <= summary["payload_bytes"]
+    assert sent <= channel["messagesReceived"] <= summary["messages"]
+    assert summary["payload_bytes"] - sent * size <= 64 * (summary["pings_sent"] + summary["pongs_sent"])
     assert summary["wire_bytes"] > summary["payload_bytes"]
 
     # every reply's label equals local full-model inference on that very frame

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import ROOT
+from splitcore.process.children import wait_http
+from tests.harness import ROOT, free_port, process
 
 
 def sender(*args: str) -> subprocess.CompletedProcess:
@@ -20,8 +21,9 @@ def sender(*args: str) -> subprocess.CompletedProcess:
 
 def assert_refused(p: subprocess.CompletedProcess, *words: str) -> None:
     assert p.returncode == 2, p.stderr
-    assert "Traceback" not in p.stderr
+    assert "Traceback" not in p.stderr and "Unclosed" not in p.stderr
     assert p.stderr.startswith("sender: ")
+    assert len(p.stderr.strip().splitlines()) == 1, p.stderr  # one line, nothing else
     for w in words:
         assert w in p.stderr, p.stderr
 
@@ -30,8 +32,47 @@ def test_unknown_split() -> None:
     assert_refused(sender("--split", "nosuch"), "unknown split 'nosuch'", "stage1")
 
 
-def test_missing_camera() -> None:
-    assert_refused(sender("--camera", "/dev/video99"), "/dev/video99")
+@pytest.mark.parametrize("camera,where", [("/dev/video99", "/dev/video99"), ("63", "/dev/video63")])
+def test_missing_camera(camera: str, where: str) -> None:
+    """Refused before OpenCV probes it (which printed its own warnings and took seconds)."""
+    assert_refused(sender("--camera", camera), where, "does not exist")
+
+
+@pytest.mark.parametrize("args,words", [
+    (("--fps", "0"), ("--fps", "> 0")), (("--fps", "nan"), ("--fps",)), (("--frames", "-5"), ("--frames", ">= 0")),
+    (("--frames", "2.5"), ("--frames",)), (("--reconnect-timeout", "0"), ("--reconnect-timeout",)),
+    (("--threads", "0"), ("--threads",)), (("--nosuch",), ("unrecognized arguments",))])
+def test_bad_options_are_refused_at_parse_time(args: tuple[str, ...], words: tuple[str, ...]) -> None:
+    assert_refused(sender(*args), *words)
+
+
+def test_signaling_timeout_during_a_busy_join(tmp_path: Path) -> None:
+    """A server that takes the connection but never answers ``join``: one line, not a traceback."""
+    port = free_port()
+    mute = tmp_path / "mute.py"
+    mute.write_text(MUTE_SERVER)
+    with process([sys.executable, str(mute), str(port)], tmp_path / "mute.log") as p:
+        wait_http(f"http://127.0.0.1:{port}/healthz", p)
+        got = subprocess.run([sys.executable, "sender.py", "--server", f"http://127.0.0.1:{port}", "--frames", "1"],
+                             cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert_refused(got, "did not answer")
+
+
+MUTE_SERVER = """
+import asyncio, sys
+import socketio
+from aiohttp import web
+sio = socketio.AsyncServer(async_mode="aiohttp")
+app = web.Application()
+sio.attach(app)
+app.router.add_get("/healthz", lambda request: web.Response(text="ok"))
+
+@sio.on("join")
+async def join(sid, data):
+    await asyncio.sleep(3600)  # busy: never acknowledges
+
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None)
+"""
 
 
 @pytest.mark.parametrize("name,content", [("missing.mp4", None), ("text.mp4", b"not a video\n")])

@@ -14,18 +14,12 @@ import cv2
 import numpy as np
 import pytest
 
-from sender.capture import (
-    CameraSource,
-    CaptureError,
-    Frame,
-    FrameSource,
-    Pacer,
-    VideoFileSource,
-    frames,
-    open_source,
-    pacer_for,
-)
+from sender.camera import CameraSource
+from sender.capture import frames, open_source
+from sender.pacer import Pacer, pacer_for
 from sender.pattern import PatternSource
+from sender.source import Captured, CaptureError, FrameSource
+from sender.video import VideoFileSource
 
 SIZE = (64, 48)  # width, height
 N_FRAMES = 6
@@ -53,16 +47,16 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_video(tmp_path_factory.mktemp("video"), COLOURS, FILE_FPS)
 
 
-def read_all(source: FrameSource, limit: int = 100) -> list[Frame]:
+def read_all(source: FrameSource, limit: int = 100) -> list[Captured]:
     """Copy each image: sources may reuse their buffer between reads."""
     out = []
     with source:  # type: ignore[attr-defined]
         while len(out) < limit and (frame := source.read()) is not None:
-            out.append(Frame(frame.image.copy(), frame.timestamp, frame.index, frame.media_time))
+            out.append(Captured(frame.image.copy(), frame.timestamp, frame.index, frame.media_time))
     return out
 
 
-def assert_colours(frames_: list[Frame], colours: list[tuple[int, int, int]]) -> None:
+def assert_colours(frames_: list[Captured], colours: list[tuple[int, int, int]]) -> None:
     for frame, colour in zip(frames_, colours, strict=True):
         mean = frame.image.reshape(-1, 3).mean(axis=0)
         assert np.abs(mean - colour).max() < CODEC_TOLERANCE, (frame.index, mean, colour)
@@ -192,7 +186,7 @@ def test_pacer_deadlines_follow_the_grid_not_now() -> None:
     pacer = Pacer(fps=10.0)  # period 0.1 s
     assert pacer.schedule(100.0) == (0, 0.0, 0)
     slot = pacer.schedule(100.03)  # early: wait for the deadline 100.1
-    assert slot.index == 1 and slot.delay == pytest.approx(0.07) and slot.skipped == 0
+    assert slot.number == 1 and slot.delay == pytest.approx(0.07) and slot.skipped == 0
     slot = pacer.schedule(100.25)  # 0.05 late for 100.2: release at once, no skip
     assert slot == (2, 0.0, 0)
     slot = pacer.schedule(100.28)  # the next deadline is still 100.3, not 100.35
@@ -204,10 +198,10 @@ def test_pacer_skips_ahead_and_counts_drops() -> None:
     pacer = Pacer(fps=10.0)
     pacer.schedule(0.0)
     slot = pacer.schedule(0.45)  # deadlines 0.1..0.4 passed: serve 0.4, drop 0.1..0.3
-    assert slot.index == 4 and slot.skipped == 3 and slot.delay == 0.0
+    assert slot.number == 4 and slot.skipped == 3 and slot.delay == 0.0
     assert pacer.dropped == 3
     slot = pacer.schedule(0.46)  # back on the grid
-    assert slot.index == 5 and slot.delay == pytest.approx(0.04) and slot.skipped == 0
+    assert slot.number == 5 and slot.delay == pytest.approx(0.04) and slot.skipped == 0
 
 
 def test_pacer_does_not_drift_over_many_frames() -> None:
@@ -216,7 +210,7 @@ def test_pacer_does_not_drift_over_many_frames() -> None:
     for _ in range(29_999):
         slot = pacer.schedule(1000.0)
     assert pacer.schedule(2000.0).delay == pytest.approx(0.0, abs=1e-9)
-    assert slot.index == 29_999
+    assert slot.number == 29_999
 
 
 def test_pacer_rejects_bad_fps() -> None:
@@ -237,11 +231,11 @@ def test_pacer_for_caps_at_target(clip: Path) -> None:
         pacer_for(VideoFileSource(clip))
 
 
-async def _collect(source: FrameSource, pacer: Pacer | None, limit: int = 100) -> list[Frame]:
-    out: list[Frame] = []
+async def _collect(source: FrameSource, pacer: Pacer | None, limit: int = 100) -> list[Captured]:
+    out: list[Captured] = []
     async with aclosing(frames(source, pacer)) as stream:
         async for frame in stream:
-            out.append(Frame(frame.image.copy(), frame.timestamp, frame.index, frame.media_time))
+            out.append(Captured(frame.image.copy(), frame.timestamp, frame.index, frame.media_time))
             if len(out) == limit:
                 break
     return out
@@ -273,7 +267,7 @@ def test_async_frames_keeps_a_fast_file_in_step(tmp_path: Path) -> None:
     got = asyncio.run(_collect(source, pacer))
     indices = [f.index for f in got]
     # every second frame; a loaded machine may skip more, and then counts it as dropped
-    assert indices[0] == 0 and all(b - a >= 2 and b % 2 == 0 for a, b in zip(indices, indices[1:]))
+    assert indices[0] == 0 and all(b - a >= 2 and b % 2 == 0 for a, b in zip(indices, indices[1:], strict=False))
     assert len(got) + pacer.dropped == 5
     assert_colours(got, [colours[i] for i in indices])
 
@@ -320,3 +314,32 @@ def test_skips_past_the_end_of_a_file_are_not_counted_as_drops(tmp_path: Path) -
     seen, pacer = asyncio.run(slow_consumer())
     assert pacer.dropped >= 4 and seen[0] == 0
     assert len(seen) + pacer.dropped == len(colours), (seen, pacer.dropped)
+
+
+# --- module structure ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("module", ["sender.source", "sender.camera", "sender.video", "sender.pattern",
+                                    "sender.pacer", "sender.capture", "sender.pipeline", "sender.stream"])
+def test_each_module_imports_first_and_alone(module: str) -> None:
+    """No import cycle: every module can be the first one a program imports."""
+    import subprocess
+    import sys
+
+    from tests.harness import ROOT
+    p = subprocess.run([sys.executable, "-c", f"import {module}"], cwd=ROOT, capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+
+
+def test_the_source_contract_imports_no_source() -> None:
+    import ast
+
+    from tests.harness import ROOT
+    tree = ast.parse((ROOT / "sender" / "source.py").read_text())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert not any(m and (m.startswith("sender") or m.startswith(".")) for m in imported), imported
+    assert not [n for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level], "relative import"
+
+
+def test_old_names_still_import() -> None:
+    from sender import capture
+    assert capture.Frame is Captured and capture.VideoFileSource is VideoFileSource
