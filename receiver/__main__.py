@@ -5,6 +5,13 @@ the tail of the split each frame names (all splits of the manifest are loaded at
 and replies with the label, the logits, the class probabilities and its own timings.
 Publishes getStats-style byte counters to the dashboard once a second.
 
+Every sender is pinged every 0.5 s; one from which nothing arrives for --peer-timeout
+seconds is taken for gone and its session closed. Offers that do not become a data channel
+within --offer-timeout seconds are torn down. A sender whose malformed messages outrun
+--malformed-rate (after a burst of --malformed-burst) is disconnected.
+
+Ctrl-C or SIGTERM closes every session and exits 0 (printing --summary first).
+
 Example:
     python -m receiver --server http://127.0.0.1:8080 --room demo
 """
@@ -13,62 +20,130 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import signal
 import sys
+from collections.abc import Coroutine
+from typing import Any
 
+from receiver.limits import Limits
 from receiver.service import Receiver
+from splitcore.process import cli
 from splitcore.process.cpus import add_cpus_option, pin
 from splitcore.process.loops import add_event_loop_option, run_with_loop
 from splitcore.rtc.signaling import SignalingError
 from splitcore.runtime.models import Manifest, ModelError
 
+log = cli.logger("receiver")
+SHUTDOWN_S = 2.5  # closing every session at exit; the process must be gone within 3 s
+
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m receiver", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--server", default="http://127.0.0.1:8080", help="signaling server URL")
-    p.add_argument("--room", default="demo", help="room to join (default: demo)")
-    p.add_argument("--name", default="receiver", help="label shown on the dashboard")
+    p = cli.parser("python -m receiver", __doc__)
+    cli.add_peer_options(p, "receiver")
     p.add_argument("--manifest", default=None, help="models/manifest.json of the models to serve")
-    p.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads per tail (default 1)")
+    p.add_argument("--threads", type=cli.positive(int, "ONNX Runtime threads per tail"), default=1,
+                   help="ONNX Runtime threads per tail (default 1)")
     p.add_argument("--ice-server", action="append", default=[],
                    help="STUN/TURN URL (repeatable); none by default, for closed networks")
     p.add_argument("--summary", action="store_true", help="print per-sender counters as JSON at exit")
+    d = Limits()
+    g = p.add_argument_group("limits (what one sender, or all together, can make the receiver hold)")
+    g.add_argument("--max-sessions", type=cli.positive(int, "sessions in total"), default=d.max_sessions,
+                   help="concurrent sessions, all senders together; offers beyond are refused (default %(default)s)")
+    g.add_argument("--max-per-sender", type=cli.positive(int, "sessions per sender id"), default=d.max_per_sender,
+                   help="concurrent sessions of one sender id; its next offer replaces its oldest (default %(default)s)")
+    g.add_argument("--offer-timeout", type=cli.positive(float, "seconds"), default=d.offer_timeout_s,
+                   help="seconds an offer may take to open its data channel (default %(default)s)")
+    g.add_argument("--peer-timeout", type=cli.positive(float, "seconds"), default=d.peer_timeout_s,
+                   help="seconds without any message before a sender is taken for gone (default %(default)s)")
+    g.add_argument("--malformed-rate", type=cli.positive(float, "messages a second"), default=d.malformed_rate,
+                   help="malformed messages a second a sender may sustain (default %(default)s)")
+    g.add_argument("--malformed-burst", type=cli.positive(int, "messages"), default=d.malformed_burst,
+                   help="malformed messages a sender may send at once before the rate applies (default %(default)s)")
+    g.add_argument("--keep-closed", type=cli.positive(int, "sessions", zero_ok=True), default=d.keep_closed,
+                   help="ended sessions whose counters are kept one by one; older ones are added up "
+                        "(default %(default)s)")
     add_event_loop_option(p)
     add_cpus_option(p)
-    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    cli.add_log_level(p)
     return p.parse_args(argv)
+
+
+def limits(args: argparse.Namespace) -> Limits:
+    return Limits(max_sessions=args.max_sessions, max_per_sender=args.max_per_sender,
+                  offer_timeout_s=args.offer_timeout, peer_timeout_s=args.peer_timeout,
+                  malformed_rate=args.malformed_rate, malformed_burst=args.malformed_burst,
+                  keep_closed=args.keep_closed)
 
 
 async def run(args: argparse.Namespace) -> Receiver:
     receiver = Receiver(args.server, args.room, args.name, Manifest.load(args.manifest),
-                        args.threads, args.ice_server)
+                        args.threads, args.ice_server, limits(args))
     loop = asyncio.get_running_loop()
-    task = asyncio.current_task()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, task.cancel)
+    stop = asyncio.Event()
+
+    def on_signal() -> None:
+        if stop.is_set():
+            log.warning("second signal: still closing sessions")
+        stop.set()
+
+    def handle_signals() -> None:
+        # Again after connecting: python-engineio installs its own SIGINT handler (which
+        # cancels every task) on a client's first connect unless told not to.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, on_signal)
+
+    handle_signals()
     try:
-        await receiver.run_forever()
+        if await _until_stopped(receiver.start(), stop):
+            handle_signals()
+            try:
+                await _until_stopped(receiver.serve(), stop)
+            except SignalingError as exc:  # lost for good, after the open sessions ended
+                log.error("exiting: %s", exc)
+                receiver.exit_code = cli.EXIT_FAILED
+        log.info("stopping: closing %d session(s)", len(receiver.peers))
+        try:
+            await asyncio.wait_for(receiver.close(), SHUTDOWN_S)
+        except TimeoutError:
+            log.warning("sessions still closing after %.1f s; exiting anyway", SHUTDOWN_S)
+    finally:
+        receiver.engine.close()  # idempotent; also when start() failed
+    return receiver
+
+
+async def _until_stopped(coro: Coroutine[Any, Any, None], stop: asyncio.Event) -> bool:
+    """Run ``coro`` until it ends or ``stop`` is set; True if it ended by itself (its
+    exception, if any, is raised)."""
+    task = asyncio.create_task(coro)
+    stopper = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopper.cancel()
+    if task.done():
+        task.result()
+        return True
+    task.cancel()
+    try:
+        await task
     except asyncio.CancelledError:
         pass
-    return receiver
+    return False
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
-    logging.basicConfig(level=args.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    cli.setup_logging(args.log_level)
     try:
         if args.cpus:
             pin(args.cpus)  # before the tail sessions and their worker thread exist
         receiver = run_with_loop(run(args), args.event_loop)
     except (ModelError, SignalingError, ValueError) as exc:
-        print(f"receiver: {exc}", file=sys.stderr)
-        return 2
+        return cli.fail("receiver", exc)
     if args.summary:
         print(json.dumps(receiver.summary()))
-    return 0
+    return receiver.exit_code
 
 
 if __name__ == "__main__":

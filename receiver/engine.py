@@ -1,4 +1,4 @@
-"""The tail side's inference engine: one ONNX Runtime session per split, one worker thread.
+"""The tail side's inference engine: every split's tail, run on one worker thread.
 
 All tails run on a single worker thread: ONNX Runtime's CPU kernels already use the core
 they get, and the event loop (which runs aiortc's pure-Python SCTP stack) needs the other
@@ -13,14 +13,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from splitcore.runtime.models import Manifest, Runner, tail_runner
+from receiver.splits import SplitTable, load_splits
+from splitcore.runtime.models import Manifest
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class TailResult:
     label: int
-    logits: list[float]
-    probs: list[float]
+    logits: tuple[float, ...]
+    probs: tuple[float, ...]
     tail_ms: float
     started: float  # time.monotonic() when the tail began
 
@@ -29,27 +30,17 @@ class TailEngine:
     def __init__(self, manifest: Manifest, threads: int = 1) -> None:
         self.manifest = manifest
         # Loaded once, at start-up: a wrong file stops the receiver before anyone connects.
-        self.tails: dict[str, Runner] = {sid: tail_runner(manifest, sid, threads) for sid in manifest.splits}
+        self.splits = SplitTable(load_splits(manifest, threads))
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tail")
-        self._channels = {sid: p.codec("int8-channel").channels for sid, p in manifest.splits.items()
-                          if p.calibration and "int8_channel" in p.calibration}
-
-    def channels(self, split_id: str):
-        """Per-channel int8 calibration of a split (None when the manifest has none)."""
-        return self._channels.get(split_id)
-
-    def expected_shape(self, split_id: str) -> tuple[int, ...] | None:
-        point = self.manifest.splits.get(split_id)
-        return point.shape if point else None
 
     def _infer(self, split_id: str, latent: np.ndarray) -> TailResult:
         started = time.monotonic()
-        logits = self.tails[split_id].run(latent)[0]
+        logits = self.splits[split_id].runner.run(latent)[0]
         tail_ms = (time.monotonic() - started) * 1000
         z = logits.astype(np.float64)
         p = np.exp(z - z.max())
         p /= p.sum()
-        return TailResult(int(logits.argmax()), logits.tolist(), [round(float(v), 6) for v in p],
+        return TailResult(int(logits.argmax()), tuple(logits.tolist()), tuple(round(float(v), 6) for v in p),
                           tail_ms, started)
 
     async def infer(self, split_id: str, latent: np.ndarray) -> TailResult:

@@ -95,7 +95,7 @@ def test_garbage_gets_errors_and_good_frames_still_get_replies(tmp_path: Path) -
     reasons = [r["reason"] for r in by_type["error"]]
     assert len(reasons) == len(messages) - 2
     assert reasons[:3] == ["truncated", "bad_magic", "bad_type"]
-    assert reasons[3:3 + len(invalid)] == [receiver_error(c, m) for c, m in zip(index["invalid"], invalid)]
+    assert reasons[3:3 + len(invalid)] == [receiver_error(c, m) for c, m in zip(index["invalid"], invalid, strict=True)]
     assert reasons[-2:] == ["unknown_split", "shape_mismatch"]
     log = (tmp_path / "r.log").read_text()
     assert "malformed message" in log and "Traceback" not in log
