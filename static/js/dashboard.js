@@ -6,15 +6,12 @@
 // Peer names, reports and app fields come from other clients: they are only ever written
 // with textContent and read through type checks, never as HTML.
 
-import { io } from "/vendor/socket.io/socket.io.esm.min.js";
 import uPlot from "/vendor/uplot/uPlot.esm.js";
-import {
-  appNumber, channelState, counterRate, formatCount, formatMs, formatNumber, formatPercent,
-  formatRate, peerMetrics, rates,
-} from "./peerstats.js";
-import { LiveChart, RollingWindow } from "./ratechart.js";
+import { ROOM_RE, Signaling } from "./rtc/signaling.js";
+import { appNumber, channelState, counterRate, peerMetrics, rates } from "./rtc/stats.js";
+import { formatCount, formatMs, formatNumber, formatPercent, formatRate } from "./ui/format.js";
+import { LiveChart, RollingWindow } from "./ui/ratechart.js";
 
-const ROOM_RE = /^[A-Za-z0-9_.-]{1,64}$/; // the server's rule, checked early for a clear error
 const JOIN_TIMEOUT_MS = 5000;
 const TICK_MS = 1000;
 const STALE_AFTER_MS = 3500; // peers report once a second: three missed reports is trouble
@@ -297,34 +294,29 @@ function onJoined(ack) {
   renderTable();
 }
 
-function join(socket) {
-  setStatus(`joining room "${ROOM}"…`, "info");
-  socket.timeout(JOIN_TIMEOUT_MS).emit("join", { room: ROOM, role: "dashboard", name: "dashboard" },
-    (err, ack) => {
-      if (err) {
-        setStatus(`Joining room "${ROOM}" timed out; retrying…`, "error");
-        setTimeout(() => socket.connected && join(socket), JOIN_TIMEOUT_MS);
-      }
-      else if (!ack?.ok) setStatus(`The server refused to join room "${ROOM}": ${ack?.error ?? "no reason given"}.`, "error");
-      else onJoined(ack);
-    });
-}
-
-function connect() {
-  // websocket only: no sticky sessions needed behind several server processes (NOTES.md)
-  const socket = io({ transports: ["websocket"] });
-  socket.on("connect", () => join(socket));
-  socket.on("connect_error", (err) =>
-    setStatus(`Cannot reach the signaling server (${err.message}); retrying…`, "error"));
-  socket.on("disconnect", (reason) => {
-    setStatus(`Disconnected (${reason}); reconnecting…`, "error");
-    if (reason === "io server disconnect") socket.connect(); // the only case without auto-retry
+/** Join as a dashboard (the one Socket.IO client of the pages: rtc/signaling.js); retried
+ * until the server answers, then kept joined across reconnects by the client itself. */
+async function connect() {
+  const sig = new Signaling({ room: ROOM, role: "dashboard", name: "dashboard" });
+  sig.on("joined", onJoined);
+  sig.on("state", ({ state, detail }) => {
+    if (state === "reconnecting") setStatus(`Disconnected (${detail}); reconnecting…`, "error");
+    else if (state === "refused") setStatus(`The server refused to join room "${ROOM}": ${detail || "no reason given"}.`, "error");
   });
-  socket.on("peer-joined", (p) => { upsertPeer(p); renderTable(); });
-  socket.on("peer-left", (p) => markLeft(p?.id));
-  socket.on("stats", onStats);
-  socket.on("error", (e) => console.warn("server refused a message:", e));
-  return socket;
+  sig.on("peer-joined", (p) => { upsertPeer(p); renderTable(); });
+  sig.on("peer-left", (p) => markLeft(p?.id));
+  sig.on("stats", onStats);
+  for (;;) {
+    setStatus(`joining room "${ROOM}"…`, "info");
+    try {
+      await sig.connect(JOIN_TIMEOUT_MS);
+      return sig;
+    } catch (err) {
+      setStatus(`${err.message}; retrying…`, "error");
+      if (sig.state === "refused") return null;
+      await new Promise((r) => setTimeout(r, JOIN_TIMEOUT_MS));
+    }
+  }
 }
 
 /** Carry the room along on every link to our pages. */

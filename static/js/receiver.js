@@ -1,235 +1,42 @@
 /**
  * receiver.html: the tail side of SplitRTC in the browser, the twin of `python -m receiver`.
+ * Page wiring only: receiver/engine.js runs the tails, receiver/session.js serves one sender.
  *
- * Joins a room as "receiver" and answers offers from any number of senders, one
- * RTCPeerConnection each. Each sender's frames are reassembled with frame.js and decoded
- * with codecs.js (every codec of the wire format; compression zlib only, zstd is
- * answered with error bad_compression),
- * run through the split's tail in onnxruntime-web (sessions created once, at start-up, for
- * every split of the manifest) and answered with the JSON of receiver/session.py: a reply
- * with label, name, logits, probs and timing; a drop (stale / incomplete); or an error with
- * the decoder's code. At most one frame per sender waits for the tail: newest wins, the
- * older one is answered with drop "stale", so latency never builds up.
+ * Joins a room as "receiver" and answers offers from senders, one RTCPeerConnection and
+ * one SenderSession each, within the bounds of receiver/limits.js (those of
+ * `python -m receiver`): at most `max_sessions` sessions, `max_per_sender` per sender id
+ * (a newer offer replaces the sender's oldest session), an offer whose data channel is not
+ * open within `offer_timeout` s is torn down, and a sender that spends its malformed budget
+ * is disconnected (logged once) and its offers refused for a while. A session ends when its
+ * connection fails or closes, its channel closes, or its sender has been silent for 2 s
+ * (ping/pong); a sender leaving signaling does not end it (its channel may still be open).
+ * The page keeps the last counters of ended sessions. After a signaling server restart the
+ * page rejoins the room under the same name (open sessions carry on meanwhile) and new
+ * offers are answered again.
  *
- * URL settings: ?room=&name=&autostart=1&debug=1 (&threads=N &ice=stun:...).
+ * URL settings: ?room=&name=&autostart=1&debug=1 (&threads=N &ice=stun:...), and the limits
+ * &max_sessions=&max_per_sender=&offer_timeout=&peer_timeout= (s) &malformed_rate=&malformed_burst=.
  */
-import { decodeLatent } from './codecs.js';
-import { FrameError, Reassembler, decodeFrame } from './frame.js';
-import { ModelStore, configureOrt, describeOrt, loadManifest, ortInfo } from './models.js';
-import { argmax, softmax6 } from './numeric.js';
-import { BoundedMap, ROOM_RE, fmt, readSettings, setStatus, settingsLink } from './pageutil.js';
-import { renderProbs } from './probs.js';
-import { PeerLink, StatsPublisher, iceServersFrom } from './rtcpeer.js';
-import { Signaling } from './signaling.js';
-import { ChannelCounter, humanBytes } from './stats.js';
+import { TailEngine } from './receiver/engine.js';
+import { Admission, LIMITS, limitsFrom } from './receiver/limits.js';
+import { RateLimitedLog } from './receiver/lograte.js';
+import { SenderSession } from './receiver/session.js';
+import { PeerLink, iceServersFrom } from './rtc/peer.js';
+import { Signaling } from './rtc/signaling.js';
+import { StatsPublisher } from './rtc/stats.js';
+import { ModelStore, configureOrt, describeOrt, loadManifest, ortInfo } from './runtime/models.js';
+import { formatNumber, humanBytes } from './ui/format.js';
+import { BoundedMap, fail as showFailure, median, readSettings, setStatus, settingsLink, showSignaling } from './ui/page.js';
+import { renderProbs } from './ui/probs.js';
 
 const DEFAULTS = { room: 'demo', name: 'browser-receiver', autostart: false, debug: false, threads: 0,
-  ice: '', keep: 5000 };
+  ice: '', keep: 5000, max_sessions: LIMITS.maxSessions, max_per_sender: LIMITS.maxPerSender,
+  offer_timeout: LIMITS.offerTimeoutMs / 1000, peer_timeout: LIMITS.peerTimeoutMs / 1000,
+  malformed_rate: LIMITS.malformedRate, malformed_burst: LIMITS.malformedBurst };
 const S = readSettings(location.search, DEFAULTS);
-const KEEP_CLOSED = 16;
+const KEEP_CLOSED = LIMITS.keepClosed;
 const $ = (id) => document.getElementById(id);
 const statusEl = $('status');
-const round3 = (v) => Math.round(v * 1000) / 1000;
-
-// ---------------------------------------------------------------------------------------
-// Tails: one session per split, all runs one after another (like receiver/engine.py's
-// single worker thread: onnxruntime-web runs one inference at a time per page anyway).
-
-class TailEngine {
-  constructor(manifest, store) {
-    this.manifest = manifest;
-    this.store = store;
-    this.tails = new Map();
-    this._chain = Promise.resolve();
-  }
-
-  async load() {
-    for (const s of this.manifest.splits) this.tails.set(s.id, await this.store.tail(s.id));
-  }
-
-  expectedShape(split) {
-    return this.manifest.splits.find((s) => s.id === split)?.shape ?? null;
-  }
-
-  /** The split's per-channel int8 calibration from the manifest (int8-channel frames), or null. */
-  channels(split) {
-    return this.manifest.splits.find((s) => s.id === split)?.calibration?.int8_channel ?? null;
-  }
-
-  /** @returns {Promise<{label, logits, probs, tailMs, started}>} */
-  infer(split, tensor) {
-    const run = async () => {
-      const started = performance.now();
-      const { data } = await this.tails.get(split).run(tensor);
-      const tailMs = performance.now() - started;
-      const logits = Array.from(data);
-      return { label: argmax(logits), logits, probs: softmax6(logits), tailMs, started };
-    };
-    const p = this._chain.then(run);
-    this._chain = p.catch(() => {});
-    return p;
-  }
-
-  tailTimes() {
-    return [...this.tails.values()].flatMap((r) => r.times);
-  }
-}
-
-// ---------------------------------------------------------------------------------------
-// One sender's session (receiver/session.py)
-
-class SenderSession {
-  constructor(peerId, name, engine) {
-    this.peerId = peerId;
-    this.name = name;
-    this.engine = engine;
-    this.channel = null;
-    this.counters = { messages: 0, frames: 0, inferred: 0, replied: 0, dropped_stale: 0,
-      dropped_incomplete: 0, malformed: 0 };
-    this.lastLabel = '';
-    this.lastSplit = '';
-    this.lastReply = null;
-    this.labels = new BoundedMap(S.keep); // seq -> label, for the test hooks
-    this.io = new ChannelCounter(`${peerId}:DC`); // survives the channel's getStats entry
-    this.closed = false;
-    this._reasm = new Reassembler();
-    this._pending = null;
-    this._busy = false;
-    this._decoding = Promise.resolve(); // frames decode one after another: order is kept
-  }
-
-  attach(channel) {
-    this.channel = channel;
-    channel.binaryType = 'arraybuffer';
-    channel.onmessage = (e) => { this.io.received(e.data); this.onMessage(e.data); };
-    channel.onclose = () => this.onClose?.();
-  }
-
-  onMessage(data) {
-    const received = performance.now();
-    this.counters.messages += 1;
-    if (typeof data === 'string') {
-      this._refuse(new FrameError('bad_type', 'text message where a binary latent frame was expected'));
-      return;
-    }
-    let res;
-    try {
-      const { header, payload } = decodeFrame(data);
-      res = this._reasm.push(header, payload);
-    } catch (err) {
-      if (!(err instanceof FrameError)) throw err;
-      this._abandon(err.abandoned);
-      this._refuse(err);
-      return;
-    }
-    this._abandon(res.abandoned);
-    if (res.frame) {
-      const { header, payload } = res.frame;
-      this._decoding = this._decoding.then(() => this._accept(header, payload, received))
-        .catch((e) => console.error(`peer ${this.peerId}: frame ${header.seq} failed`, e));
-    }
-  }
-
-  _abandon(h) {
-    if (!h) return;
-    this.counters.dropped_incomplete += 1;
-    this._send({ type: 'drop', seq: h.seq, capture_ms: h.captureMs, reason: 'incomplete' });
-  }
-
-  async _accept(h, payload, received) {
-    if (this.closed) return;
-    const expected = this.engine.expectedShape(h.split);
-    let tensor;
-    try {
-      if (expected === null) {
-        throw new FrameError('unknown_split', `split "${h.split}" is not in this receiver's manifest ` +
-          `(${this.engine.manifest.splits.map((s) => s.id).join(', ')})`, h.seq);
-      }
-      if (h.shape.join(',') !== expected.join(',')) {
-        throw new FrameError('shape_mismatch', `split ${h.split} takes [${expected}], frame has [${h.shape}]`, h.seq);
-      }
-      tensor = await decodeLatent(h, payload, { channels: this.engine.channels(h.split) });
-    } catch (err) {
-      // a calibration the codec refuses (TypeError/RangeError) is a parameter problem too
-      this._refuse(err instanceof FrameError ? err : new FrameError('bad_params', err.message, h.seq));
-      return;
-    }
-    this.counters.frames += 1;
-    if (this._pending !== null) { // newest wins: the waiting frame is answered, not queued
-      const old = this._pending.header;
-      this.counters.dropped_stale += 1;
-      this._send({ type: 'drop', seq: old.seq, capture_ms: old.captureMs, reason: 'stale' });
-    }
-    this._pending = { header: h, tensor, received, decodeMs: performance.now() - received };
-    if (!this._busy) this._run();
-  }
-
-  async _run() {
-    this._busy = true;
-    try {
-      while (this._pending !== null && !this.closed) {
-        const job = this._pending;
-        this._pending = null;
-        let r;
-        try {
-          r = await this.engine.infer(job.header.split, job.tensor);
-        } catch (e) {
-          console.error(`peer ${this.peerId}: tail failed on seq ${job.header.seq}`, e);
-          this._send({ type: 'error', seq: job.header.seq, reason: 'tail_failed', detail: String(e?.message ?? e) });
-          continue;
-        }
-        this.counters.inferred += 1;
-        this._reply(job, r);
-      }
-    } finally {
-      this._busy = false;
-    }
-  }
-
-  _reply(job, r) {
-    const h = job.header;
-    const name = this.engine.manifest.classes[r.label];
-    this.lastLabel = name;
-    this.lastSplit = h.split;
-    const now = performance.now();
-    const msg = { type: 'reply', seq: h.seq, capture_ms: h.captureMs, split: h.split, label: r.label, name,
-      logits: r.logits, probs: r.probs,
-      timing: { decode_ms: round3(job.decodeMs), queue_ms: round3(r.started - job.received),
-        tail_ms: round3(r.tailMs), total_ms: round3(now - job.received) } };
-    this.lastReply = msg;
-    this.labels.set(h.seq, r.label);
-    this._send(msg);
-    this.counters.replied += 1;
-    onReply(this, msg);
-  }
-
-  _refuse(err) {
-    this.counters.malformed += 1;
-    console.warn(`peer ${this.peerId}: malformed message (seq ${err.seq}): ${err.message}`);
-    this._send({ type: 'error', seq: err.seq, reason: err.code, detail: err.detail });
-  }
-
-  _send(msg) {
-    const ch = this.channel;
-    if (!ch || ch.readyState !== 'open') return;
-    const finite = (a) => !a || a.every(Number.isFinite);
-    if (msg.type === 'reply' && !(finite(msg.logits) && finite(msg.probs))) {
-      // JSON would turn NaN into null; a non-finite logit is a model bug: say so instead
-      console.error(`peer ${this.peerId}: non-finite value in reply to seq ${msg.seq}`);
-      msg = { type: 'error', seq: msg.seq, reason: 'tail_failed', detail: 'non-finite output' };
-    }
-    const text = JSON.stringify(msg);
-    ch.send(text);
-    this.io.sent(text);
-  }
-
-  summary() { return { ...this.counters }; }
-
-  close() {
-    this.closed = true;
-    this._pending = null;
-  }
-}
 
 // ---------------------------------------------------------------------------------------
 // The page: signaling, one PeerLink + SenderSession per sender, stats
@@ -242,72 +49,115 @@ const state = {
   ort: null,
   signaling: null,
   publisher: null,
-  /** @type {Map<string, {link: PeerLink, session: SenderSession}>} */
+  limits: LIMITS,
+  /** @type {Admission|null} */
+  admission: null,
+  /** @type {RateLimitedLog|null} offers refused (full, banned, unanswerable), summarised */
+  refused: null,
+  /** @type {Map<string, {sender: string, link: PeerLink, session: SenderSession}>} session key -> its peer */
   peers: new Map(),
   closedReports: new Map(),
   closedSessions: new Map(),
   follow: null, // peer id whose label is shown (the latest reply's by default)
+  /** @type {Map<string, BoundedMap>} sender id -> seq -> label (test hooks) */
+  labels: new Map(),
 };
 
 function fail(err) {
-  console.error(err);
-  state.phase = 'error';
-  state.error = err?.message ?? String(err);
-  setStatus(statusEl, state.error, 'error');
+  showFailure(state, statusEl, err);
   $('start').disabled = false;
 }
 
 function onReply(session, msg) {
-  if (state.follow && state.follow !== session.peerId) return;
+  state.labels.get(session.key)?.set(msg.seq, msg.label);
+  if (state.follow && state.follow !== session.key) return;
   $('label').textContent = msg.name;
   $('label-from').textContent = `from ${session.name || session.peerId}, ${msg.split}`;
   renderProbs($('probs'), state.manifest.classes, msg.probs, msg.label);
 }
 
+/** The newest open session of `sender` (candidates go there), or null. */
+function newestOf(sender) {
+  let found = null;
+  for (const entry of state.peers.values()) if (entry.sender === sender) found = entry;
+  return found;
+}
+
 async function onSignal(msg) {
   const from = msg?.from ?? '';
   if (msg?.type === 'offer') await answer(from, msg.sdp);
-  else if (msg?.type === 'candidate' && state.peers.has(from)) await state.peers.get(from).link.addCandidate(msg.candidate);
-  else console.warn(`ignoring ${msg?.type} from ${from} (no session)`);
+  else if (msg?.type === 'candidate' && newestOf(from)) await newestOf(from).link.addCandidate(msg.candidate);
+  else state.refused?.event('unexpected', `ignoring ${msg?.type} from ${from} (no session)`);
 }
 
 async function answer(sender, sdp) {
-  if (state.peers.has(sender)) await dropPeer(sender, 'sent a new offer');
+  // admission, ending the replaced sessions and registering the new one happen with no await
+  // in between, so concurrent offers cannot all pass the caps
+  const { key, replace, refused } = state.admission.admit(sender, state.peers);
+  for (const old of replace) dropPeer(old, 'sent a new offer');
+  if (refused) {
+    state.refused.event(refused.kind, refused.detail);
+    return;
+  }
   const peer = state.signaling.peers.get(sender);
   const link = new PeerLink(state.signaling, sender, { iceServers: iceServersFrom(S.ice) });
-  const session = new SenderSession(sender, peer?.name ?? '', state.engine);
-  state.peers.set(sender, { link, session });
-  link.pc.ondatachannel = (e) => session.attach(e.channel);
-  session.onClose = () => dropPeer(sender, 'data channel closed');
-  link.pc.addEventListener('connectionstatechange', () => {
-    if (['failed', 'closed'].includes(link.pc.connectionState)) dropPeer(sender, link.pc.connectionState);
+  const session = new SenderSession(sender, peer?.name ?? '', state.engine, {
+    onReply, key, limits: state.limits,
+    onClose: (why, { abuse }) => {
+      if (abuse) state.admission.ban(sender);
+      dropPeer(key, why);
+    },
   });
-  await link.answer(sdp);
-  console.info(`peer ${sender}: answered offer`);
+  state.labels.set(key, new BoundedMap(S.keep)); // seq -> label, for the test hooks
+  while (state.labels.size > KEEP_CLOSED + state.limits.maxSessions) state.labels.delete(state.labels.keys().next().value);
+  state.peers.set(key, { sender, link, session });
+  link.pc.ondatachannel = (e) => session.attach(e.channel);
+  link.pc.addEventListener('connectionstatechange', () => {
+    if (['failed', 'closed'].includes(link.pc.connectionState)) dropPeer(key, link.pc.connectionState);
+  });
+  try {
+    await link.answer(sdp);
+  } catch (e) { // a garbage offer, or signaling gone: nothing to keep
+    state.refused.event('bad_offer', `${sender}: cannot answer its offer: ${String(e?.message ?? e).slice(0, 200)}`);
+    dropPeer(key, 'offer not answered', { quiet: true });
+    return;
+  }
+  console.info(`peer ${key}: answered offer`);
 }
 
-async function dropPeer(sender, why) {
-  const entry = state.peers.get(sender);
+/** Every ping interval: end the sessions whose offer never became an open channel. */
+function tick() {
+  const now = performance.now();
+  for (const [key, { session }] of [...state.peers]) {
+    const why = session.tick(now);
+    if (why !== null) dropPeer(key, why);
+  }
+  state.refused?.tick();
+}
+
+async function dropPeer(key, why, { quiet = false } = {}) {
+  const entry = state.peers.get(key);
   if (!entry) return;
-  state.peers.delete(sender);
+  state.peers.delete(key);
   const { link, session } = entry;
+  if (session.ended === null) session.ended = why;
+  session.close(); // stops answering now; the connection closes once its counters are read
   // a closed connection's last counters stay in the report (state "closed"), as in Python;
   // the browser forgets a closed channel's entry, so its counters are our own count
-  const last = await link.report({ prefix: `${sender}:` }).catch(() => []);
+  const last = await link.report({ prefix: `${key}:` }).catch(() => []);
   session.io.observe(last);
-  state.closedReports.set(sender, [session.io.entry({ state: 'closed' }), ...last.filter((e) => e.type !== 'data-channel')]);
-  state.closedSessions.set(sender, session);
+  state.closedReports.set(key, [session.io.entry({ state: 'closed' }), ...last.filter((e) => e.type !== 'data-channel')]);
+  state.closedSessions.set(key, session);
   while (state.closedReports.size > KEEP_CLOSED) state.closedReports.delete(state.closedReports.keys().next().value);
   while (state.closedSessions.size > KEEP_CLOSED) state.closedSessions.delete(state.closedSessions.keys().next().value);
-  console.info(`peer ${sender}: closing (${why})`, session.summary());
-  session.close();
+  if (!quiet) console.info(`peer ${key}: closing (${why})`, session.summary());
   link.close();
 }
 
 async function report() {
   const out = [...state.closedReports.values()].flat();
-  for (const [sender, { link, session }] of state.peers) {
-    const entries = await link.report({ prefix: `${sender}:` });
+  for (const [key, { link, session }] of state.peers) {
+    const entries = await link.report({ prefix: `${key}:` });
     if (!session.io.observe(entries) && session.channel) entries.unshift(session.io.entry({ state: session.channel.readyState }));
     out.push(...entries);
   }
@@ -326,26 +176,29 @@ function appStats() {
     browser: true };
 }
 
-function median(a) {
-  if (!a.length) return null;
-  const s = [...a].sort((x, y) => x - y);
-  return Math.round(s[Math.floor(s.length / 2)] * 1000) / 1000;
-}
-
 async function start() {
   if (['joining', 'serving'].includes(state.phase)) return;
   const room = $('room').value.trim();
   const name = $('name').value.trim();
-  if (!ROOM_RE.test(room)) throw new Error(`room "${room}" must match [A-Za-z0-9_.-]{1,64}`);
+  const sig = new Signaling({ room, role: 'receiver', name }); // checks the room
+  state.limits = limitsFrom({ maxSessions: S.max_sessions, maxPerSender: S.max_per_sender,
+    offerTimeoutMs: S.offer_timeout * 1000, peerTimeoutMs: S.peer_timeout * 1000,
+    malformedRate: S.malformed_rate, malformedBurst: S.malformed_burst });
+  state.admission ??= new Admission(state.limits); // bans outlive a stop and start
+  state.refused ??= new RateLimitedLog(console, 'offer refused', state.limits.logIntervalMs);
   $('start').disabled = true;
   state.phase = 'joining';
   state.error = '';
   $('room-label').textContent = room;
-  const sig = new Signaling({ room, role: 'receiver', name });
   sig.on('signal', onSignal);
-  sig.on('peer-left', (p) => { if (state.peers.has(p?.id)) dropPeer(p.id, 'left the room'); });
-  sig.on('disconnect', (why) => {
-    if (state.phase === 'serving') setStatus(statusEl, `signaling lost (${why}); open connections continue`, 'error');
+  // a sender that left signaling may still be streaming (a server restart changes every
+  // id): its session ends when its channel closes or it falls silent, not here
+  sig.on('peer-left', (p) => {
+    const n = [...state.peers.values()].filter((e) => e.sender === p?.id).length;
+    if (n) console.info(`peer ${p.id} left signaling; its ${n} session(s) continue while it answers pings`);
+  });
+  sig.on('state', ({ state: st, detail }) => {
+    if (state.phase === 'serving') showSignaling(statusEl, st, detail, `serving senders in room ${room} as ${name || sig.id}`);
   });
   await sig.connect();
   state.signaling = sig;
@@ -358,7 +211,7 @@ async function start() {
 
 async function stop() {
   $('stop').disabled = true;
-  for (const sender of [...state.peers.keys()]) await dropPeer(sender, 'receiver stopped');
+  for (const key of [...state.peers.keys()]) await dropPeer(key, 'receiver stopped');
   await state.publisher?.publishOnce();
   state.publisher?.stop();
   state.signaling?.close();
@@ -373,11 +226,11 @@ async function stop() {
 function render() {
   const rates = state.publisher?.lastRates;
   $('m-payload').textContent = rates ? `${humanBytes(rates.payloadReceivedBps)}/s` : '–';
-  $('m-messages').textContent = rates ? fmt(rates.messagesReceivedPs, 1) : '–';
+  $('m-messages').textContent = rates ? formatNumber(rates.messagesReceivedPs, 1) : '–';
   $('m-wire').textContent = rates ? `${humanBytes(rates.wireReceivedBps)}/s` : '–';
-  $('m-messages-out').textContent = rates ? fmt(rates.messagesSentPs, 1) : '–';
+  $('m-messages-out').textContent = rates ? formatNumber(rates.messagesSentPs, 1) : '–';
   const tail = median(state.engine?.tailTimes() ?? []);
-  $('m-tail').textContent = tail === null ? '–' : `${fmt(tail, 2)} ms`;
+  $('m-tail').textContent = tail === null ? '–' : `${formatNumber(tail, 2)} ms`;
   $('m-senders').textContent = state.peers.size;
   const rows = [...state.peers.entries()].map(([id, { link, session }]) => [id, session, link.pc.connectionState]);
   for (const [id, session] of state.closedSessions) rows.push([id, session, 'closed']);
@@ -413,7 +266,8 @@ function updateShareLink() {
 // Test hooks (?debug=1)
 
 function sessionSnapshot(id, s, closed) {
-  return { name: s.name, closed, counters: s.summary(), labels: Object.fromEntries(s.labels) };
+  return { name: s.name, closed, counters: s.summary(), labels: Object.fromEntries(state.labels.get(id) ?? []),
+    rttMs: s.liveness.rttMs };
 }
 
 if (S.debug) {
@@ -426,7 +280,8 @@ if (S.debug) {
       for (const [id, { session }] of state.peers) sessions[id] = sessionSnapshot(id, session, false);
       return { phase: state.phase, error: state.error, sessions, ort: state.ort,
         crossOriginIsolated: window.crossOriginIsolated, tailMs: state.engine?.tailTimes() ?? [],
-        app: appStats(), rates: state.publisher?.lastRates ?? null, id: state.signaling?.id ?? '' };
+        app: appStats(), rates: state.publisher?.lastRates ?? null, id: state.signaling?.id ?? '',
+        signaling: state.signaling?.state ?? 'closed', joins: state.signaling?.joins ?? 0 };
     },
   };
 }
@@ -459,6 +314,7 @@ async function main() {
   $('start').disabled = false;
   setStatus(statusEl, `tails loaded (${state.manifest.splits.map((s) => s.id).join(', ')}); press Start to join`, 'info');
   setInterval(render, 500);
+  setInterval(tick, LIMITS.pingIntervalMs);
   if (S.autostart) start().catch(fail);
 }
 

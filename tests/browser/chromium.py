@@ -14,6 +14,31 @@ from pathlib import Path
 import pytest
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ROOT = Path(__file__).resolve().parents[2]
+# what the pages load from node_modules (signaling/static.py serves them under /vendor/)
+VENDOR_FILES = ("socket.io-client/dist/socket.io.esm.min.js", "onnxruntime-web/dist/ort.wasm.min.mjs",
+                "uplot/dist/uPlot.esm.js")
+
+
+def missing() -> str | None:
+    """Why the browser tests cannot run here, or None. Checked before anything starts, so a
+    machine without Chromium, Playwright or node_modules skips at once with the reason
+    instead of failing after a long wait for a page that cannot load."""
+    if not Path(CHROMIUM).exists():
+        return f"Chromium is missing ({CHROMIUM}): `make setup-dev` installs Debian's chromium package"
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "the playwright Python package is missing: pip install -r requirements-dev.txt"
+    absent = [f for f in VENDOR_FILES if not (ROOT / "node_modules" / f).is_file()]
+    if absent:
+        return f"node_modules lacks {', '.join(absent)}: run `npm ci` in {ROOT}"
+    return None
+
+
+MISSING = missing()
+# every browser test module applies this: `pytestmark = needs_browser`
+needs_browser = pytest.mark.skipif(MISSING is not None, reason=MISSING or "")
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--use-fake-ui-for-media-stream", "--autoplay-policy=no-user-gesture-required"]
@@ -23,8 +48,8 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 @contextmanager
 def chromium(fake_video: Path | None = None) -> Iterator[object]:
     """A Playwright Browser; with ``fake_video`` every getUserMedia camera plays that file."""
-    if not Path(CHROMIUM).exists():
-        pytest.fail("Chromium is missing: `make setup-dev` installs Debian's chromium package")
+    if MISSING is not None:
+        pytest.skip(MISSING)
     from playwright.sync_api import sync_playwright
     flags = list(FLAGS)
     if fake_video is not None:

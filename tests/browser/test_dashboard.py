@@ -20,8 +20,10 @@ from pathlib import Path
 import pytest
 
 from splitcore.process.children import PY, ROOT, process, receiver_args, server
-from tests.browser.chromium import ARTIFACTS, chromium
+from tests.browser.chromium import ARTIFACTS, chromium, needs_browser
 from tests.harness import Dashboard
+
+pytestmark = needs_browser  # skip at once, with the reason, without Chromium or node_modules
 
 MANIFEST = Path(os.environ.get("SPLITRTC_MANIFEST", ROOT / "models" / "manifest.json"))
 STAGE1_MESSAGE = 32 * 16 * 16 * 4 + 64  # stage1 latent (float32 1x32x16x16) + frame header

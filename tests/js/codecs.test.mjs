@@ -1,4 +1,4 @@
-// The browser's latent codecs (static/js/codecs.js) against the vectors Python writes
+// The browser's latent codecs (static/js/wire/codecs.js) against the vectors Python writes
 // (tests/vectors/index.json: `codecs`, `calibration`, the codec cases of `invalid`), plus
 // seeded round trips with the error bounds of tests/unit/test_codecs.py, rounding ties, and
 // decompression bombs. Independent references: node:zlib and node:crypto.
@@ -10,9 +10,12 @@ import { createHash } from 'node:crypto';
 import { deflateSync, inflateSync } from 'node:zlib';
 
 import {
-  Codec, Compression, DType, FrameError, Reassembler, decodeFrame, decodeTensor, encodeFrame,
-} from '../../static/js/frame.js';
-import { channelCalibration, decodeLatent, encodeLatent, parseCodec, rint } from '../../static/js/codecs.js';
+  Codec, Compression, DType, FrameError, Reassembler, decodeFrame, encodeFrame,
+} from '../../static/js/wire/frame.js';
+import {
+  SMALLEST_SUBNORMAL_F32, channelCalibration, clipParams, decodeLatent, decodeTensor, encodeLatent, maxPayloadLen,
+  parseCodec, rint,
+} from '../../static/js/wire/codecs.js';
 
 const VECTORS = new URL('../vectors/', import.meta.url);
 const INDEX = JSON.parse(readFileSync(new URL('index.json', VECTORS), 'utf8'));
@@ -237,15 +240,53 @@ test('int8-channel fingerprint is sha256(scale <f4, zero_point <i4)[:4] (node:cr
   assert.equal(want, INDEX.codecs.find((c) => c.codec === Codec.AFFINE_CHANNEL).params_hex);
 });
 
+/**
+ * The receiver's limit built from the vectors' "receiver" section (split id -> shape), as
+ * receiver/session.js builds it from its manifest: unknown_split, shape_mismatch, or the most
+ * a frame of that split can carry (codecs.maxPayloadLen).
+ */
+function receiverLimit(h) {
+  const shape = INDEX.receiver.splits[h.split];
+  if (shape === undefined) throw new FrameError('unknown_split', `split ${h.split}`, h.seq);
+  if (shape.join(',') !== h.shape.join(',')) throw new FrameError('shape_mismatch', `[${h.shape}]`, h.seq);
+  return maxPayloadLen(h);
+}
+
 for (const c of INDEX.invalid) {
-  test(`invalid vector ${c.name} gives ${c.error} through decodeFrame + decodeLatent`, async () => {
+  // this peer does not decompress zstd at all: every zstd frame is refused as
+  // bad_compression, bombs included (Python, which can, says too_large)
+  const code = c.needs_zstd ? 'bad_compression' : c.error;
+  test(`invalid vector ${c.name} gives ${code} through decodeFrame + Reassembler + decodeLatent`, async () => {
     const channels = channelCalibration(CAL.int8_channel);
+    const reasm = new Reassembler(c.needs_receiver ? receiverLimit : null);
     await rejectsWith((async () => {
       const { header, payload } = decodeFrame(readBuffer(c.message));
-      await decodeLatent(header, payload, { channels });
-    })(), c.error, null, c.name);
+      const { frame } = reasm.push(header, payload);
+      if (frame) await decodeLatent(frame.header, frame.payload, { channels });
+    })(), code, null, c.name);
   });
 }
+
+test('a receiver\'s limit refuses an oversized first fragment before allocating its payload', () => {
+  const c = INDEX.invalid.find((v) => v.name === 'oversized_first_fragment');
+  assert.ok(c, 'the vector exists');
+  const { header, payload } = decodeFrame(readBuffer(c.message));
+  assert.equal(header.payloadLen, c.payload_len);
+  // without a limit only the frame-level bound applies, and this fragment passes it
+  const open = new Reassembler();
+  assert.equal(open.push(header, payload).frame, null);
+  assert.equal(open._buf.length, c.payload_len); // what the limit saves: a 64 MiB buffer
+  const limited = new Reassembler(receiverLimit);
+  assert.throws(() => limited.push(header, payload), { code: 'shape_mismatch' });
+  assert.equal(limited._buf, null);
+});
+
+test('every vector with a receiver-side expectation is refused by that receiver only', () => {
+  for (const c of INDEX.invalid.filter((v) => v.needs_receiver)) {
+    const { header, payload } = decodeFrame(readBuffer(c.message));
+    assert.doesNotThrow(() => new Reassembler().push(header, payload), c.name);
+  }
+});
 
 // ---------------------------------------------------------------------------------------
 // Refusals
@@ -294,7 +335,7 @@ test('a zlib bomb (10 MB of zeros) is refused without inflating it', async () =>
   try {
     const h = { seq: 1, shape: [1, 4, 4, 4], dtype: DType.FLOAT32, codec: 0, compression: Compression.ZLIB,
       params: new Uint8Array(0), payloadLen: bomb.length };
-    await rejectsWith(decodeLatent(h, new Uint8Array(bomb)), 'bad_compression', /inflates beyond the 256 bytes/);
+    await rejectsWith(decodeLatent(h, new Uint8Array(bomb)), 'too_large', /inflates beyond the 256 bytes/);
   } finally {
     globalThis.DecompressionStream = Real;
   }
@@ -304,12 +345,12 @@ test('a zlib bomb (10 MB of zeros) is refused without inflating it', async () =>
 
 test('zlib streams that end at the wrong size or early are refused', async () => {
   const h = (p) => ({ seq: 2, shape: [64], dtype: DType.INT8, codec: Codec.AFFINE_TENSOR,
-    compression: Compression.ZLIB, params: new Uint8Array(8), payloadLen: p.length });
+    compression: Compression.ZLIB, params: Uint8Array.of(0, 0, 0x80, 0x3f, 0, 0, 0, 0), payloadLen: p.length }); // scale 1.0
   const z = (n) => new Uint8Array(deflateSync(Buffer.alloc(n, 7)));
   assert.equal((await decodeLatent(h(z(64)), z(64))).length, 64);
   await rejectsWith(decodeLatent(h(z(63)), z(63)), 'bad_length');
   await rejectsWith(decodeLatent(h(z(65)), z(65)), 'bad_length');
-  await rejectsWith(decodeLatent(h(z(66)), z(66)), 'bad_compression', /inflates beyond/);
+  await rejectsWith(decodeLatent(h(z(66)), z(66)), 'too_large', /inflates beyond/);
   await rejectsWith(decodeLatent(h(z(64).subarray(0, 5)), z(64).subarray(0, 5)), 'bad_compression');
   const corrupt = z(64);
   corrupt[corrupt.length - 1] ^= 1; // adler32
@@ -344,11 +385,70 @@ test('parseCodec: names, missing or bad calibration', () => {
     assert.throws(() => parseCodec(bad), /unknown codec/, bad);
   }
   assert.throws(() => parseCodec('clip4'), /clip range/);
-  assert.throws(() => parseCodec('clip4', { clip: [1, 1] }), /lo < hi/);
+  assert.throws(() => parseCodec('clip4', { clip: [1, 1] }), /hi > lo/);
   assert.throws(() => parseCodec('int8-channel'), /per-channel/);
   assert.throws(() => parseCodec('int8-channel', { int8_channel: { scale: [1, 2], zero_point: [0] } }), /same number/);
   assert.throws(() => parseCodec('int8-channel', { int8_channel: { scale: [0], zero_point: [0] } }), /positive/);
   assert.throws(() => parseCodec('int8-channel', { int8_channel: { scale: [1], zero_point: [200] } }), /-128, 127/);
+});
+
+test('parseCodec refuses the clip ranges Python\'s parse refuses (float32 lo, step, lo + 15 step)', () => {
+  // Each verdict and figure is what splitcore.wire.codecs.parse / _clip_params give for the
+  // same range (checked against Python when this test was written).
+  const refused = [
+    [[0, 1e300], /step Infinity/],                       // step overflows float32
+    [[0, 3.5e38], /step 2\.33\d*e\+37 and top value Infinity/], // lo + 15 step overflows
+    [[-3e38, 3e38], /top value Infinity/],               // 15 step overflows, lo finite
+    [[0, 1e-46], /step 0 /],                             // step underflows to 0
+    [[1e39, 1e40], /lo Infinity/],                       // lo itself is not a float32
+    [[NaN, 1], /must be finite/], [[0, Infinity], /must be finite/], [[2, 1], /hi > lo/],
+    [['a', 1], /must be finite/],
+  ];
+  for (const [clip, re] of refused) {
+    assert.throws(() => parseCodec('clip4', { clip }), (e) => e instanceof RangeError && re.test(e.message), String(clip));
+  }
+  for (const clip of [[0, 3.4e38], [0, 3.402e38], [-1e-44, 1e-44], [0, 1], [-6, 6]]) {
+    assert.deepEqual([...parseCodec('clip4+zlib', { clip }).clip], clip, String(clip));
+  }
+  const { lo32, step32, top32 } = clipParams(-3e38, 3e38);
+  assert.equal(lo32, Math.fround(-3e38));
+  assert.equal(step32, Math.fround(4e37));
+  assert.equal(top32, Infinity); // 15 * step in float32 is already infinite
+});
+
+test('clip4 parameters on the wire are clipParams(lo, hi), so decoders accept every parsed range', async () => {
+  for (const clip of [[0, 3.4e38], [-1e-44, 1e-44], [-6, 6]]) {
+    const spec = parseCodec('clip4', { clip });
+    const enc = await encodeLatent(Float32Array.of(clip[0], clip[1], 0), [3], spec);
+    const pv = new DataView(enc.params.buffer, enc.params.byteOffset, 8);
+    const { lo32, step32 } = clipParams(...clip);
+    assert.equal(pv.getFloat32(0, true), lo32);
+    assert.equal(pv.getFloat32(4, true), step32);
+    const y = await decodeLatent({ seq: 1, shape: [3], ...enc, payloadLen: enc.payload.length }, enc.payload);
+    assert.ok(y.every(Number.isFinite), `${clip}: ${y}`);
+  }
+});
+
+test('int8-tensor floors its scale at the smallest float32 subnormal, as Python (bytes from numpy)', async () => {
+  // x -> (params hex, payload hex), as splitcore.wire.codecs.encode(x, parse("int8-tensor"))
+  // gives them: a range of a few subnormals makes (hi - lo) / 255 underflow to 0, which every
+  // decoder refuses (bad_params); the floor keeps such a frame decodable.
+  const cases = [
+    [[0, 1e-45, 3e-45, -1e-45], '0100000081ffffff', '81828380'],
+    [[1e-44, 2e-44], '0100000080ffffff', '878e'],
+    [[-3e-45], '0100000082ffffff', '80'],
+    [[0, 0, 0], '0000803f80ffffff', '808080'], // all zeros: scale 1, as before
+  ];
+  assert.equal(SMALLEST_SUBNORMAL_F32, Math.fround(SMALLEST_SUBNORMAL_F32));
+  assert.equal(Math.fround(SMALLEST_SUBNORMAL_F32 / 2), 0);
+  for (const [values, params, payload] of cases) {
+    const x = Float32Array.from(values);
+    const enc = await encodeLatent(x, [x.length], parseCodec('int8-tensor'));
+    assert.equal(hex(enc.params), params, `params of ${values}`);
+    assert.equal(hex(enc.payload), payload, `payload of ${values}`);
+    const y = await decodeLatent({ seq: 3, shape: [x.length], ...enc, payloadLen: enc.payload.length }, enc.payload);
+    assertSameBits(y, x, `subnormals ${values} survive exactly`); // a multiple of 2^-149 each
+  }
 });
 
 test('the encoder refuses input it would quantize into garbage', async () => {

@@ -1,4 +1,4 @@
-// Unit tests of static/js/ratechart.js: the rolling window and the live chart's rule
+// Unit tests of static/js/ui/ratechart.js: the rolling window and the live chart's rule
 // "update in place, rebuild only when the series change" (with a stand-in for uPlot).
 
 import assert from "node:assert/strict";
@@ -6,7 +6,7 @@ import { test } from "node:test";
 
 import {
   LiveChart, RollingWindow, latest, niceTop, relativeLabel, relativeTicks, tickStep,
-} from "../../static/js/ratechart.js";
+} from "../../static/js/ui/ratechart.js";
 
 test("RollingWindow keeps aligned columns and drops samples older than the window", () => {
   const w = new RollingWindow(10, ["a", "b"]);

@@ -4,13 +4,14 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 
-import { SCALE, inputToRgba, rgbaToInput } from '../../static/js/preprocess.js';
-import { Pacer } from '../../static/js/pacer.js';
-import { Counter, Ledger, percentile } from '../../static/js/ledger.js';
-import { ChannelCounter, humanBytes, reportEntries, reportRates, utf8Length } from '../../static/js/stats.js';
-import { sha256Hex, sha256HexSync } from '../../static/js/sha256.js';
-import { BoundedMap, readSettings, settingsLink } from '../../static/js/pageutil.js';
-import { argmax, softmax6 } from '../../static/js/numeric.js';
+import { SCALE, inputToRgba, rgbaToInput } from '../../static/js/runtime/preprocess.js';
+import { Pacer } from '../../static/js/sender/pacer.js';
+import { Counter, Ledger, percentile } from '../../static/js/sender/ledger.js';
+import { ChannelCounter, rates, reportEntries, utf8Length } from '../../static/js/rtc/stats.js';
+import { humanBytes } from '../../static/js/ui/format.js';
+import { sha256Hex, sha256HexSync } from '../../static/js/wire/sha256.js';
+import { BoundedMap, readSettings, settingsLink } from '../../static/js/ui/page.js';
+import { argmax, softmax6 } from '../../static/js/runtime/numeric.js';
 
 const CLASSES = ['airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck'];
 
@@ -84,7 +85,7 @@ test('ledger settles every frame in exactly one bucket, like sender/ledger.py', 
   for (let seq = 0; seq < 5; seq++) {
     c.set(seq * 33);
     led.onCaptured();
-    led.onSent(seq, seq * 33, seq);
+    led.onSent(seq, seq * 33, seq * 33, seq);
   }
   led.onSkipped(2);                  // pacer fell behind
   led.onCaptured();
@@ -172,14 +173,14 @@ test('reportEntries keeps data-channel and transport entries as plain objects', 
 test('reportRates derives per-direction rates and skips entries without a baseline', () => {
   const a = reportEntries(fakeReport(1000, 1000, 2000));
   const b = reportEntries(fakeReport(3000, 5000, 10000));
-  const r = reportRates(a, b);
+  const r = rates(a, b);
   assert.equal(r.intervalS, 2);
   assert.equal(r.payloadSentBps, 2000);
   assert.equal(r.wireSentBps, 4000);
   assert.equal(r.messagesSentPs, 20);
   assert.equal(r.payloadReceivedBps, 0);
-  assert.equal(reportRates([], b), null);
-  assert.equal(reportRates(b, a), null); // went backwards (or back in time): no bogus rate
+  assert.equal(rates([], b), null);
+  assert.equal(rates(b, a), null); // went backwards (or back in time): no bogus rate
   assert.equal(humanBytes(12345), '12.3 kB');
   assert.equal(humanBytes(999), '999 B');
   assert.equal(humanBytes(null), '–');

@@ -1,13 +1,14 @@
-// Unit tests of static/js/peerstats.js (the dashboard's rate math): `npm test`.
+// Unit tests of static/js/rtc/stats.js and ui/format.js (the dashboard's rate math): `npm test`.
 
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import {
-  appNumber, channelState, counterRate, formatCount, formatMs, formatNumber, formatPercent, formatRate,
-  peerMetrics, rates,
-} from "../../static/js/peerstats.js";
+import { appNumber, channelState, counterRate, peerMetrics, rates } from "../../static/js/rtc/stats.js";
+import { formatCount, formatMs, formatNumber, formatPercent, formatRate } from "../../static/js/ui/format.js";
 
+/** The both-directions rates the dashboard charts. */
+const both = (r) => r && { intervalS: r.intervalS, payloadBps: r.payloadBps, messagesPs: r.messagesPs,
+  wireBps: r.wireBps, packetsPs: r.packetsPs };
 const dc = (ts, sent, recv, msent, mrecv, id = "DC1", state = "open") => ({
   type: "data-channel", id, timestamp: ts, state, bytesSent: sent, bytesReceived: recv,
   messagesSent: msent, messagesReceived: mrecv,
@@ -22,7 +23,13 @@ test("rates sum sent + received over matched entries, per entry interval", () =>
     { type: "candidate-pair", id: "CP1", timestamp: 1000, bytesSent: 0 }];
   const cur = [dc(3000, 2100, 400, 21, 4), dc(3000, 1000, 0, 10, 0, "DC2"), tr(3000, 6500, 850, 45, 9),
     dc(3000, 9999, 0, 9, 0, "DC-new"), { type: "candidate-pair", id: "CP1", timestamp: 3000, bytesSent: 1e9 }];
-  assert.deepEqual(rates(prev, cur), {
+  const r = rates(prev, cur);
+  // per direction, as the pages and Python's Rates show them
+  assert.equal(r.payloadSentBps, (2000 + 1000) / 2);
+  assert.equal(r.payloadReceivedBps, 400 / 2);
+  assert.equal(r.wireSentBps, 6000 / 2);
+  assert.equal(r.packetsReceivedPs, 8 / 2);
+  assert.deepEqual(both(r), {
     intervalS: 2, payloadBps: (2000 + 400 + 1000) / 2, messagesPs: (20 + 4 + 10) / 2,
     wireBps: (6000 + 800) / 2, packetsPs: (40 + 8) / 2,
   });
@@ -98,7 +105,7 @@ test("peerMetrics: rates, app fps (or the derived one), latency", () => {
 
 test("rates: a frozen entry (closed channel reported as it ended) is idle, not the last rate", () => {
   const closed = dc(1000, 5000, 100, 5, 1, "DC-old", "closed");
-  assert.deepEqual(rates([closed], [closed]), {
+  assert.deepEqual(both(rates([closed], [closed])), {
     intervalS: 0, payloadBps: 0, messagesPs: 0, wireBps: 0, packetsPs: 0 });
   // next to a live channel it adds nothing
   const r = rates([closed, dc(1000, 0, 0, 0, 0)], [closed, dc(2000, 3000, 0, 3, 0)]);

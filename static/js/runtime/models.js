@@ -14,7 +14,7 @@
  * @module models
  */
 import * as ort from '/vendor/onnxruntime-web/ort.wasm.min.mjs';
-import { sha256Hex } from './sha256.js';
+import { sha256Hex } from '../wire/sha256.js';
 
 export { ort };
 

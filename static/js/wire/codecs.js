@@ -22,8 +22,11 @@
  */
 
 import {
-  Codec, Compression, DType, FrameError, elementCount, encodeTensor, decodeTensor, payloadSize,
+  Codec, Compression, DType, DTYPE_NAMES, FrameError, elementCount,
 } from './frame.js';
+
+/** Typed arrays use the platform's byte order; the wire is little-endian. */
+const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
 /** Quantizer names, in Python's order (`codecs.QUANTIZERS`). */
 export const QUANTIZERS = Object.freeze(['float32', 'float16', 'int8-tensor', 'int8-channel', 'clip4']);
@@ -33,14 +36,205 @@ export const COMPRESSORS = Object.freeze({ zlib: Compression.ZLIB, zstd: Compres
 export const SUPPORTED_COMPRESSIONS = Object.freeze([Compression.ZLIB]);
 
 const COMPRESSION_NAMES = Object.freeze({ 0: 'none', 1: 'zlib', 2: 'zstd' });
-/** Largest payload_len decodeFrame lets through is 4 bytes an element plus this. */
-const COMPRESSOR_SLACK = 1024;
 /**
  * Compressed bytes handed to the inflater at a time. deflate expands at most ~1032:1, so
  * however eagerly a platform inflates a written chunk, a bomb can make it produce at most
  * about 1 MB before we see the output and stop.
  */
 const INFLATE_FEED = 1024;
+
+// ---------------------------------------------------------------------------------------
+// Codec "none": the elements are the values, little-endian float32 or float16.
+
+const ITEMSIZE = { [DType.FLOAT32]: 4, [DType.FLOAT16]: 2 };
+/** Parameter bytes each codec carries in the header (Python's `raw_size`). */
+const PARAMS_LEN = { [Codec.NONE]: 0, [Codec.AFFINE_TENSOR]: 8, [Codec.AFFINE_CHANNEL]: 4, [Codec.CLIP4]: 8 };
+const CODEC_NAMES = { 0: 'NONE', 1: 'AFFINE_TENSOR', 2: 'AFFINE_CHANNEL', 3: 'CLIP4' };
+
+/**
+ * Bytes of the quantized payload of `h` before compression (for codec none: the payload
+ * itself), or FrameError for a frame no codec can decode: `bad_dtype` when dtype and codec do
+ * not go together, `bad_params` when the params have the wrong length. Same codes and order
+ * as Python's `codecs.raw_size` (alias `payload_size`).
+ * @param {FrameHeader} h
+ * @returns {number}
+ */
+export function payloadSize(h) {
+  const n = elementCount(h.shape);
+  let size;
+  if (h.codec === Codec.NONE && ITEMSIZE[h.dtype] !== undefined) size = ITEMSIZE[h.dtype] * n;
+  else if ((h.codec === Codec.AFFINE_TENSOR || h.codec === Codec.AFFINE_CHANNEL) && h.dtype === DType.INT8) size = n;
+  else if (h.codec === Codec.CLIP4 && h.dtype === DType.UINT4) size = Math.floor((n + 1) / 2);
+  else {
+    throw new FrameError('bad_dtype', `dtype ${DTYPE_NAMES[h.dtype] ?? h.dtype} does not go with codec ` +
+      `${CODEC_NAMES[h.codec] ?? h.codec}`, h.seq);
+  }
+  const want = PARAMS_LEN[h.codec];
+  const got = h.params ? h.params.length : 0;
+  if (got !== want) {
+    throw new FrameError('bad_params', `codec ${CODEC_NAMES[h.codec]} takes ${want} parameter bytes, got ${got}`, h.seq);
+  }
+  return size;
+}
+
+/**
+ * float32 bits -> float16 bits, round to nearest, ties to even; a transcription of numpy's
+ * `npy_floatbits_to_halfbits`, so `encodeTensor(x, FLOAT16)` equals numpy's
+ * `x.astype(np.float16)` bit for bit (overflow -> inf, subnormals, -0, NaN payload kept).
+ * @param {number} f uint32 bits of a float32
+ * @returns {number} uint16 bits of the float16
+ */
+export function f32BitsToF16Bits(f) {
+  const hSgn = (f >>> 16) & 0x8000;
+  const fExp = f & 0x7f800000;
+  let fSig = f & 0x007fffff;
+  if (fExp >= 0x47800000) { // overflow, inf or NaN
+    if (fExp === 0x7f800000 && fSig !== 0) {
+      let ret = 0x7c00 + (fSig >>> 13); // NaN: keep the top payload bits...
+      if (ret === 0x7c00) ret++; // ...but make sure it stays a NaN
+      return hSgn + ret;
+    }
+    return hSgn + 0x7c00; // inf, or finite overflow to inf
+  }
+  if (fExp <= 0x38000000) { // result is subnormal or zero
+    if (fExp < 0x33000000) return hSgn; // below half the smallest subnormal: signed zero
+    const e = fExp >>> 23;
+    fSig = (0x00800000 + fSig) >>> (113 - e);
+    // ties to even: skip the increment only on an exact tie with an even result (the shift
+    // may have dropped up to 11 bits, which are checked in the original)
+    if ((fSig & 0x3fff) !== 0x1000 || (f & 0x7ff) !== 0) fSig += 0x1000;
+    return hSgn + (fSig >>> 13); // a carry into the exponent is the right answer
+  }
+  const hExp = (fExp - 0x38000000) >>> 13;
+  if ((fSig & 0x3fff) !== 0x1000) fSig += 0x1000;
+  return hSgn + ((fSig >>> 13) + hExp); // carry may reach 0x7c00 = inf, which is right
+}
+
+/**
+ * float16 bits -> float32 bits, exact (numpy's `npy_halfbits_to_floatbits`).
+ * @param {number} h uint16 bits
+ * @returns {number} uint32 bits
+ */
+export function f16BitsToF32Bits(h) {
+  const sgn = (h & 0x8000) << 16;
+  const exp = h & 0x7c00;
+  let sig = h & 0x03ff;
+  if (exp === 0) {
+    if (sig === 0) return sgn >>> 0; // signed zero
+    let e = 113; // subnormal: normalise
+    while ((sig & 0x0400) === 0) { sig <<= 1; e--; }
+    return (sgn | (e << 23) | ((sig & 0x03ff) << 13)) >>> 0;
+  }
+  if (exp === 0x7c00) return (sgn | 0x7f800000 | (sig << 13)) >>> 0; // inf / NaN
+  return (sgn | (((exp >>> 10) + 112) << 23) | (sig << 13)) >>> 0;
+}
+
+let F16_TO_F32 = null; // 256 KiB table, built on the first float16 decode
+function f16Table() {
+  if (F16_TO_F32 === null) {
+    F16_TO_F32 = new Uint32Array(65536);
+    for (let i = 0; i < 65536; i++) F16_TO_F32[i] = f16BitsToF32Bits(i);
+  }
+  return F16_TO_F32;
+}
+
+/**
+ * Payload bytes for `x` with codec none. float32 is a zero-copy view of `x`'s bytes (on a
+ * little-endian platform, i.e. every browser in practice); float16 converts like numpy's
+ * `astype(np.float16)`.
+ * @param {Float32Array} x tensor values, row-major
+ * @param {number} [dtype] DType.FLOAT32 or DType.FLOAT16
+ * @returns {Uint8Array}
+ */
+export function encodeTensor(x, dtype = DType.FLOAT32) {
+  if (!(x instanceof Float32Array)) x = Float32Array.from(x);
+  const bits = new Uint32Array(x.buffer, x.byteOffset, x.length); // Float32Array is 4-aligned
+  if (dtype === DType.FLOAT32) {
+    if (LITTLE_ENDIAN) return new Uint8Array(x.buffer, x.byteOffset, x.byteLength);
+    const out = new Uint8Array(x.byteLength);
+    const dv = new DataView(out.buffer);
+    for (let i = 0; i < bits.length; i++) dv.setUint32(4 * i, bits[i], true);
+    return out;
+  }
+  if (dtype === DType.FLOAT16) {
+    const out = new Uint16Array(x.length);
+    for (let i = 0; i < bits.length; i++) out[i] = f32BitsToF16Bits(bits[i]);
+    if (!LITTLE_ENDIAN) for (let i = 0; i < out.length; i++) out[i] = (out[i] >>> 8) | ((out[i] & 0xff) << 8);
+    return new Uint8Array(out.buffer);
+  }
+  throw new RangeError(`dtype ${dtype} is not available with codec none`);
+}
+
+/**
+ * The float32 tensor of a complete codec-none, uncompressed frame (flat, row-major;
+ * `header.shape` gives its shape). Synchronous, so other frames are refused, each with the
+ * code Python's `decode_tensor` gives where it can tell: `bad_dtype` / `bad_params` (see
+ * {@link payloadSize}), `bad_length`, `bad_compression` for any compressed payload (it cannot
+ * be inflated synchronously: use `decodeLatent` in `codecs.js`), `bad_params` for int8
+ * per-channel (no calibration here, as Python without `channels`), and `bad_codec` for the
+ * other quantizing codecs (use `decodeLatent`). A frame whose length does not match its shape
+ * is refused instead of becoming a wrong tensor.
+ *
+ * float32 whose bytes start 4-byte aligned (always so for a message received as an
+ * ArrayBuffer: header_len is a multiple of 8) is returned as a view, without copying; it
+ * aliases the message/reassembly buffer. Otherwise the values are copied, into `out` when it
+ * is given and has the right length (reuse it across frames to avoid allocation).
+ *
+ * @param {FrameHeader} header
+ * @param {Uint8Array} payload the whole payload (a complete frame)
+ * @param {Float32Array} [out]
+ * @returns {Float32Array}
+ */
+export function decodeTensor(header, payload, out) {
+  const size = payloadSize(header);
+  if (payload.byteLength !== header.payloadLen) {
+    throw new FrameError('bad_length', `payload is ${payload.byteLength} bytes, payload_len says ${header.payloadLen}`, header.seq);
+  }
+  if (header.compression !== Compression.NONE) {
+    throw new FrameError('bad_compression', `compression ${header.compression} is not decoded by decodeTensor ` +
+      '(synchronous, uncompressed only): use decodeLatent from codecs.js', header.seq);
+  }
+  if (payload.byteLength !== size) {
+    throw new FrameError('bad_length', `${DTYPE_NAMES[header.dtype]}[${header.shape}] needs ${size} bytes, ` +
+      `got ${payload.byteLength} (payload_len ${header.payloadLen})`, header.seq);
+  }
+  if (header.codec === Codec.AFFINE_CHANNEL) {
+    throw new FrameError('bad_params', 'int8-channel frame needs this receiver\'s calibration: ' +
+      'use decodeLatent from codecs.js', header.seq);
+  }
+  if (header.codec !== Codec.NONE) {
+    throw new FrameError('bad_codec', `codec ${CODEC_NAMES[header.codec]} is not decoded by decodeTensor ` +
+      '(codec none only): use decodeLatent from codecs.js', header.seq);
+  }
+  const n = elementCount(header.shape);
+  const dst = out instanceof Float32Array && out.length === n ? out : null;
+  if (header.dtype === DType.FLOAT32) {
+    if (LITTLE_ENDIAN) {
+      if (dst === null && payload.byteOffset % 4 === 0) {
+        return new Float32Array(payload.buffer, payload.byteOffset, n);
+      }
+      const res = dst ?? new Float32Array(n);
+      new Uint8Array(res.buffer, res.byteOffset, res.byteLength).set(payload);
+      return res;
+    }
+    const res = dst ?? new Float32Array(n);
+    const bits = new Uint32Array(res.buffer, res.byteOffset, n);
+    const dv = new DataView(payload.buffer, payload.byteOffset, payload.byteLength);
+    for (let i = 0; i < n; i++) bits[i] = dv.getUint32(4 * i, true);
+    return res;
+  }
+  // float16
+  const table = f16Table();
+  const res = dst ?? new Float32Array(n);
+  const bits = new Uint32Array(res.buffer, res.byteOffset, n);
+  if (LITTLE_ENDIAN && payload.byteOffset % 2 === 0) {
+    const src = new Uint16Array(payload.buffer, payload.byteOffset, n);
+    for (let i = 0; i < n; i++) bits[i] = table[src[i]];
+  } else {
+    for (let i = 0; i < n; i++) bits[i] = table[payload[2 * i] | (payload[2 * i + 1] << 8)];
+  }
+  return res;
+}
 
 // ---------------------------------------------------------------------------------------
 // Rounding
@@ -60,6 +254,9 @@ export function rint(v) {
   const r = Math.round(v);
   return r - v === 0.5 && r % 2 !== 0 ? r - 1 : r;
 }
+
+/** The smallest positive float32 (a subnormal, 2^-149): numpy's `finfo(float32).smallest_subnormal`. */
+export const SMALLEST_SUBNORMAL_F32 = 2 ** -149;
 
 const clamp = (v, lo, hi) => (v < lo ? lo : v > hi ? hi : v);
 const fround = Math.fround;
@@ -174,9 +371,16 @@ export function parseCodec(name, calibration = null) {
   if (quant === 'clip4') {
     if (!cal.clip) throw new RangeError("clip4 needs the split's calibrated clip range (manifest 'calibration.clip')");
     const lo = Number(cal.clip[0]), hi = Number(cal.clip[1]);
-    // Python would divide by a zero step (hi == lo) or pack an infinite lo: refuse instead
-    if (!(Number.isFinite(fround(lo)) && Number.isFinite(hi) && hi > lo && fround((hi - lo) / 15) > 0)) {
-      throw new RangeError(`clip4 calibration.clip [${cal.clip}] must be finite [lo, hi] with lo < hi`);
+    if (!(Number.isFinite(lo) && Number.isFinite(hi) && hi > lo)) {
+      throw new RangeError(`clip range [${cal.clip}] must be finite with hi > lo`);
+    }
+    // What decoders refuse (bad_params) or decode to infinities must not be produced, as
+    // Python's `parse`: lo and step go on the wire as float32 and decoding computes
+    // lo + 15 * step in float32, so all three must be finite there and the step positive.
+    const { lo32, step32, top32 } = clipParams(lo, hi);
+    if (!(Number.isFinite(lo32) && Number.isFinite(top32) && Number.isFinite(step32) && step32 > 0)) {
+      throw new RangeError(`clip range [${lo}, ${hi}] gives lo ${lo32}, step ${step32} and top value ${top32} ` +
+        'in float32: all must be finite and the step positive');
     }
     clip = Object.freeze([lo, hi]);
   }
@@ -188,6 +392,18 @@ export function parseCodec(name, calibration = null) {
   }
   const compression = comp === null ? Compression.NONE : COMPRESSORS[comp];
   return Object.freeze({ name: comp === null ? quant : `${quant}+${comp}`, quantizer: quant, compression, clip, channels });
+}
+
+/**
+ * clip4's lo and step as they go on the wire (float32) for a calibrated range, and the value
+ * code 15 decodes to (float32 arithmetic, as decoders do): Python's `codecs._clip_params`.
+ * @param {number} lo
+ * @param {number} hi
+ * @returns {{lo32: number, step32: number, top32: number}}
+ */
+export function clipParams(lo, hi) {
+  const lo32 = fround(lo), step32 = fround((hi - lo) / 15);
+  return { lo32, step32, top32: fround(lo32 + fround(15 * step32)) };
 }
 
 // ---------------------------------------------------------------------------------------
@@ -222,8 +438,9 @@ export async function encodeLatent(x, shape, spec) {
   let payload = raw;
   if (spec.compression === Compression.ZLIB) {
     payload = await deflate(raw);
-    if (payload.length > 4 * n + COMPRESSOR_SLACK) {
-      throw new RangeError(`zlib payload of ${payload.length} bytes exceeds 4 * ${n} + ${COMPRESSOR_SLACK}: ` +
+    const most = maxPayloadLen({ shape, dtype, codec, compression: spec.compression, params: fullParams, seq: null });
+    if (payload.length > most) {
+      throw new RangeError(`zlib payload of ${payload.length} bytes exceeds the ${most} bytes receivers accept: ` +
         'receivers would refuse the frame (bad_length); send it uncompressed');
     }
   }
@@ -247,7 +464,10 @@ function quantize(x, spec) {
       if (v < lo) lo = v;
       else if (v > hi) hi = v;
     }
-    const scale = hi > lo ? fround((hi - lo) / 255) : 1;
+    let scale = hi > lo ? fround((hi - lo) / 255) : 1;
+    // a range of a few subnormals: (hi - lo) / 255 underflows float32 to 0, which decoders
+    // refuse (bad_params); Python floors it at the smallest subnormal too
+    if (scale === 0) scale = SMALLEST_SUBNORMAL_F32;
     const zp = clamp(rint(-128 - lo / scale), -128, 127);
     const raw = new Int8Array(n);
     for (let i = 0; i < n; i++) raw[i] = clamp(rint(x[i] / scale) + zp, -128, 127);
@@ -273,9 +493,7 @@ function quantize(x, spec) {
     return { dtype: DType.INT8, codec: Codec.AFFINE_CHANNEL, params: null, raw: new Uint8Array(raw.buffer) };
   }
   if (q === 'clip4') {
-    const [lo, hi] = spec.clip;
-    const step = fround((hi - lo) / 15);
-    const lo32 = fround(lo);
+    const { lo32, step32: step } = clipParams(...spec.clip);
     const raw = new Uint8Array((n + 1) >> 1); // an odd count leaves the last high nibble 0
     for (let i = 0; i < n; i++) {
       if (Number.isNaN(x[i])) throw new RangeError(`clip4 cannot encode NaN (element ${i})`);
@@ -293,6 +511,44 @@ function quantize(x, spec) {
 
 // ---------------------------------------------------------------------------------------
 // Decode
+
+/**
+ * The largest `payload_len` a frame with `h`'s shape, dtype, codec and compression can
+ * legitimately carry: the quantized size ({@link payloadSize}, which throws `bad_dtype` /
+ * `bad_params` for a frame no codec can decode) for no compression, plus the compressor's
+ * worst case on incompressible input for zlib / zstd: zlib's `compressBound` (stored
+ * blocks: 5 bytes every 16 KiB, plus header and checksum, rounded up by its shifts) and
+ * zstd's `ZSTD_COMPRESSBOUND` (n/256, plus a margin for inputs under 128 KiB). The twin of
+ * Python's `codecs.max_payload_len`; a receiver's `Reassembler` limit.
+ * @param {import('./frame.js').FrameHeader} h
+ * @returns {number}
+ */
+export function maxPayloadLen(h) {
+  const n = payloadSize(h);
+  if (h.compression === Compression.ZLIB) return n + (n >>> 12) + (n >>> 14) + Math.floor(n / 2 ** 25) + 13;
+  if (h.compression === Compression.ZSTD) return n + (n >>> 8) + (n < 131072 ? (131072 - n) >>> 11 : 0);
+  return n;
+}
+
+/**
+ * Refuse codec parameters no encoder produces (`bad_params`): int8-tensor's scale must be a
+ * positive finite float32, clip4's lo finite and its step positive and finite. Decoding with
+ * them would give NaN or infinite latents, and a tail that answers garbage.
+ */
+function checkParams(h) {
+  if (h.codec !== Codec.AFFINE_TENSOR && h.codec !== Codec.CLIP4) return;
+  const pv = new DataView(h.params.buffer, h.params.byteOffset, h.params.byteLength);
+  const a = pv.getFloat32(0, true);
+  if (h.codec === Codec.AFFINE_TENSOR) {
+    if (!(Number.isFinite(a) && a > 0)) throw new FrameError('bad_params', `int8-tensor scale ${a} is not positive and finite`, h.seq);
+    return;
+  }
+  const step = pv.getFloat32(4, true);
+  if (!Number.isFinite(a) || !(Number.isFinite(step) && step > 0)) {
+    throw new FrameError('bad_params', `clip4 lo ${a} / step ${step}: lo must be finite, step positive and finite`, h.seq);
+  }
+}
+
 
 /**
  * The float32 tensor of a complete frame (flat, row-major; `header.shape` gives its shape),
@@ -315,6 +571,7 @@ function quantize(x, spec) {
  */
 export async function decodeLatent(header, payload, { channels = null, out = null } = {}) {
   const size = payloadSize(header);
+  checkParams(header);
   const raw = await decompress(header, payload, size);
   if (raw.length !== size) {
     throw new FrameError('bad_length', `codec ${header.codec} dtype ${header.dtype} [${header.shape}] needs ${size} ` +
@@ -430,7 +687,7 @@ async function inflateBounded(payload, size, seq) {
       const { done, value } = await reader.read();
       if (done) break;
       if (total + value.length > out.length) {
-        throw new FrameError('bad_compression', `zlib payload inflates beyond the ${size} bytes its dtype and shape need`, seq);
+        throw new FrameError('too_large', `zlib payload inflates beyond the ${size} bytes its dtype and shape need`, seq);
       }
       out.set(value, total);
       total += value.length;

@@ -8,7 +8,7 @@
  * add them to), incoming ones until the remote description is set.
  * @module rtcpeer
  */
-import { reportEntries, reportRates } from './stats.js';
+import { reportEntries } from './stats.js';
 
 /** No STUN by default: the project must work on closed networks and on loopback. */
 export function iceServersFrom(param) {
@@ -93,59 +93,5 @@ export class PeerLink {
   close() {
     this.pc.onicecandidate = null;
     this.pc.close();
-  }
-}
-
-/**
- * Emits `stats` {report, app} once a second (docs/signaling.md). A failed round is logged
- * and retried next round: losing one dashboard update is harmless, stopping is not.
- * Keeps the latest report and the per-direction rates since the previous one.
- */
-export class StatsPublisher {
-  /**
-   * @param {import('./signaling.js').Signaling} signaling
-   * @param {() => Promise<object[]>} report
-   * @param {() => object} app
-   */
-  constructor(signaling, report, app, intervalMs = 1000) {
-    this.signaling = signaling;
-    this.reportFn = report;
-    this.appFn = app;
-    this.intervalMs = intervalMs;
-    this.lastReport = [];
-    this.lastRates = null;
-    this.emitted = 0;
-    this.onUpdate = null;
-    this._timer = null;
-  }
-
-  start() {
-    if (this._timer !== null) return;
-    const tick = async () => {
-      await this.publishOnce();
-      if (this._timer !== null) this._timer = setTimeout(tick, this.intervalMs);
-    };
-    this._timer = setTimeout(tick, 0);
-  }
-
-  stop() {
-    clearTimeout(this._timer);
-    this._timer = null;
-  }
-
-  async publishOnce() {
-    try {
-      const report = await this.reportFn();
-      const payload = { report, app: this.appFn() };
-      if (this.lastReport.length) this.lastRates = reportRates(this.lastReport, report) ?? this.lastRates;
-      this.lastReport = report;
-      this.signaling.stats(payload);
-      this.emitted += 1;
-      this.onUpdate?.(this.lastRates, report);
-      return true;
-    } catch (e) {
-      console.warn('stats round failed (will retry)', e);
-      return false;
-    }
   }
 }

@@ -1,11 +1,12 @@
 /**
  * The latent frame on the data channel: header layout, encoding into <= 64 KiB messages,
- * decoding, reassembly, codec "none" tensors, and the JSON text messages.
+ * decoding and reassembly. The browser twin of `splitcore/wire/frame.py`; what the payload
+ * bytes mean (codecs, codec "none" tensors) is `codecs.js`, the JSON text messages are
+ * `messages.js`.
  *
- * `docs/wire-format.md` is the specification and `splitcore/wire/frame.py` + `splitcore/wire/codecs.py`
- * are the Python twin. Both test suites read `tests/vectors/`, which keeps the two
- * byte-compatible: this module must produce the same bytes as Python's `encode` and report
- * the same error code as Python's `decode` + `decode_tensor` for every malformed message.
+ * `docs/wire-format.md` is the specification. Both test suites read `tests/vectors/`, which
+ * keeps the twins byte-compatible: this module must produce the same bytes as Python's
+ * `encode` and report the same error code as Python's `decode` for every malformed message.
  *
  * An ES module with no dependencies, so the same file runs in the browser and in Node 20.
  * @module frame
@@ -34,17 +35,26 @@ export const MAX_SPLIT_LEN = 64;
  * Largest payload a version-1 frame can need: MAX_ELEMENTS float32 elements. The Reassembler
  * refuses a larger `payload_len` before allocating for it (see {@link Reassembler}).
  */
-export const MAX_PAYLOAD = maxPayloadLen(MAX_ELEMENTS);
+export const MAX_PAYLOAD = shapePayloadBound(MAX_ELEMENTS);
 
 /**
- * The largest `payload_len` a frame of `n` elements may declare: 4 bytes a value, plus the
- * worst-case expansion of any compressor on incompressible data (under 1/256, plus 1 KiB).
- * Same rule as Python's `splitcore.wire.frame.max_payload_len`.
+ * The largest `payload_len` any frame of `n` elements may declare, whatever its dtype, codec
+ * and compression: 4 bytes a value, plus more than the worst-case expansion of any
+ * compressor on incompressible data (under 1/256, plus 1 KiB). The frame-level check, made
+ * before the codec is looked at; `codecs.js`'s `maxPayloadLen(header)` is the tight one.
+ * Same rule as Python's `splitcore.wire.frame.shape_payload_bound`.
  * @param {number} n
  */
-export function maxPayloadLen(n) {
+export function shapePayloadBound(n) {
   return 4 * n + Math.floor((4 * n) / 256) + 1024;
 }
+
+/**
+ * Former name of {@link shapePayloadBound} (Python renamed `frame.max_payload_len`), kept
+ * so callers can move over; not to be confused with `codecs.js`'s `maxPayloadLen(header)`.
+ * @deprecated use shapePayloadBound
+ */
+export const maxPayloadLen = shapePayloadBound;
 
 /** Element type on the wire (`dtype` header byte). */
 export const DType = Object.freeze({ FLOAT32: 1, FLOAT16: 2, INT8: 3, UINT8: 4, UINT4: 5 });
@@ -73,7 +83,7 @@ export const DTYPE_NAMES = Object.freeze({
 export const ERROR_CODES = Object.freeze([
   'bad_magic', 'bad_version', 'bad_type', 'truncated', 'bad_header', 'bad_dtype', 'bad_codec',
   'bad_compression', 'bad_params', 'bad_shape', 'bad_length', 'bad_fragment', 'unknown_split',
-  'shape_mismatch',
+  'shape_mismatch', 'too_large',
 ]);
 
 const DTYPE_VALUES = new Set(Object.values(DType));
@@ -84,8 +94,6 @@ const SPLIT_BYTE_OK = (b) =>
   (b >= 0x30 && b <= 0x39) || (b >= 0x41 && b <= 0x5a) || (b >= 0x61 && b <= 0x7a) ||
   b === 0x5f || b === 0x2e || b === 0x2d;
 const EMPTY = new Uint8Array(0);
-/** Typed arrays use the platform's byte order; the wire is little-endian. */
-const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
 /**
  * A message that is not a valid frame. Thrown (never a crash) so a receiver can answer with
@@ -338,7 +346,7 @@ function checkGeometry(h, fragLen) {
   if (Math.min(...h.shape) < 1 || elementCount(h.shape) > MAX_ELEMENTS) {
     throw new FrameError('bad_shape', `shape [${h.shape}] (each dim >= 1, <= ${MAX_ELEMENTS} elements)`, h.seq);
   }
-  if (h.payloadLen > maxPayloadLen(elementCount(h.shape))) { // 4 B a value + compressor overhead
+  if (h.payloadLen > shapePayloadBound(elementCount(h.shape))) { // 4 B a value + compressor overhead
     throw new FrameError('bad_length', `payload_len ${h.payloadLen} is too large for shape [${h.shape}]`, h.seq);
   }
   if (h.fragCount < 1 || h.fragIndex >= h.fragCount) {
@@ -363,23 +371,42 @@ function checkGeometry(h, fragLen) {
  * `seq` (or a new fragment 0) means the older frame will never complete: it is given up and
  * reported as `abandoned`, so the sender can be told it was dropped as `incomplete`.
  *
- * Two deliberate differences from Python, neither changing which messages are accepted as
- * valid nor any code Python's decode + decode_tensor would give for a codec-0 float frame:
- * - each multi-fragment frame gets a fresh buffer (Python reuses one), because
- *   {@link decodeTensor} returns a zero-copy Float32Array over it that the caller may keep;
- * - a `payload_len` above {@link MAX_PAYLOAD} is refused with `bad_length` before allocating
- *   (Python allocates it and refuses it later in `decode_tensor`); otherwise one forged
- *   header could make us allocate up to 4 GiB.
- * When a fragment throws after ending an older incomplete frame, the error's `abandoned`
- * carries that frame's header (Python loses it).
+ * `limit(header)` runs for every frame (its only fragment, or fragment 0) BEFORE anything is
+ * allocated for it: it throws a FrameError (a receiver refuses an unknown split or a wrong
+ * shape there) or returns the largest `payload_len` it accepts (a receiver passes
+ * `codecs.maxPayloadLen`); a frame that declares more is refused with `too_large`. So what
+ * a peer declares never decides how much we allocate. Without a limit, `payload_len` is
+ * bounded by {@link MAX_PAYLOAD} (`bad_length`, as before the limit existed).
+ *
+ * One deliberate difference from Python: each multi-fragment frame gets a fresh buffer of at
+ * most the limit (Python reuses one), because `codecs.decodeTensor` returns a zero-copy
+ * Float32Array over it that the caller may keep. When a fragment throws after ending an
+ * older, incomplete frame, the error's `abandoned` carries that frame's header.
  */
 export class Reassembler {
-  constructor() {
+  /** @param {((h: FrameHeader) => number)|null} [limit] */
+  constructor(limit = null) {
+    this.limit = limit;
     /** @type {FrameHeader|null} header of fragment 0 of the frame being collected */
     this._head = null;
     /** @type {Uint8Array|null} */
     this._buf = null;
     this._nextOffset = 0;
+  }
+
+  /** Refuse a new frame that declares more than the limit (or the limit's own FrameError). */
+  _admit(h) {
+    if (this.limit === null) {
+      if (h.payloadLen > MAX_PAYLOAD) {
+        throw new FrameError('bad_length', `payload_len ${h.payloadLen} exceeds ${MAX_PAYLOAD} (${MAX_ELEMENTS} float32)`, h.seq);
+      }
+      return;
+    }
+    const most = this.limit(h);
+    if (h.payloadLen > most) {
+      throw new FrameError('too_large', `payload_len ${h.payloadLen} exceeds the ${most} bytes a ` +
+        `${DTYPE_NAMES[h.dtype] ?? h.dtype}[${h.shape}] frame of split ${h.split} can need`, h.seq);
+    }
   }
 
   /**
@@ -390,36 +417,33 @@ export class Reassembler {
    *   header of an older frame that this fragment ended before it completed.
    */
   push(h, part) {
-    if (h.fragCount === 1) {
-      const abandoned = this._head;
-      this._head = null;
-      this._buf = null;
-      return { frame: { header: h, payload: part }, abandoned };
-    }
     let abandoned = null;
-    if (this._head !== null && (h.seq !== this._head.seq || h.fragIndex === 0)) {
+    if (this._head !== null && (h.fragCount === 1 || h.seq !== this._head.seq || h.fragIndex === 0)) {
       abandoned = this._head;
       this._head = null;
       this._buf = null;
     }
-    const fail = (code, detail) => {
+    const fail = (err) => {
       this._head = null;
       this._buf = null;
-      const err = new FrameError(code, detail, h.seq);
+      if (!(err instanceof FrameError)) throw err;
       err.abandoned = abandoned;
       return err;
     };
+    if (h.fragCount === 1) {
+      try { this._admit(h); } catch (err) { throw fail(err); }
+      return { frame: { header: h, payload: part }, abandoned };
+    }
     if (this._head === null) {
-      if (h.fragIndex !== 0) throw fail('bad_fragment', `fragment ${h.fragIndex} without fragment 0`);
-      if (h.payloadLen > MAX_PAYLOAD) {
-        throw fail('bad_length', `payload_len ${h.payloadLen} exceeds ${MAX_PAYLOAD} (${MAX_ELEMENTS} float32)`);
-      }
+      if (h.fragIndex !== 0) throw fail(new FrameError('bad_fragment', `fragment ${h.fragIndex} without fragment 0`, h.seq));
+      try { this._admit(h); } catch (err) { throw fail(err); }
       this._buf = new Uint8Array(h.payloadLen);
       this._head = h;
       this._nextOffset = 0;
     }
     if (h.fragOffset !== this._nextOffset || h.payloadLen !== this._head.payloadLen) {
-      throw fail('bad_fragment', `fragment ${h.fragIndex} at offset ${h.fragOffset}, expected ${this._nextOffset}`);
+      throw fail(new FrameError('bad_fragment', `fragment ${h.fragIndex} at offset ${h.fragOffset}, ` +
+        `expected ${this._nextOffset}`, h.seq));
     }
     this._buf.set(part, h.fragOffset);
     this._nextOffset += part.length;
@@ -429,318 +453,8 @@ export class Reassembler {
     this._head = null;
     this._buf = null;
     if (this._nextOffset !== h.payloadLen) {
-      throw fail('truncated', `fragments gave ${this._nextOffset} of ${h.payloadLen} bytes`);
+      throw fail(new FrameError('truncated', `fragments gave ${this._nextOffset} of ${h.payloadLen} bytes`, h.seq));
     }
     return { frame: { header: first, payload: buf }, abandoned };
   }
-}
-
-// ---------------------------------------------------------------------------------------
-// Codec "none": the elements are the values, little-endian float32 or float16.
-
-const ITEMSIZE = { [DType.FLOAT32]: 4, [DType.FLOAT16]: 2 };
-/** Parameter bytes each codec carries in the header (Python's `raw_size`). */
-const PARAMS_LEN = { [Codec.NONE]: 0, [Codec.AFFINE_TENSOR]: 8, [Codec.AFFINE_CHANNEL]: 4, [Codec.CLIP4]: 8 };
-const CODEC_NAMES = { 0: 'NONE', 1: 'AFFINE_TENSOR', 2: 'AFFINE_CHANNEL', 3: 'CLIP4' };
-
-/**
- * Bytes of the quantized payload of `h` before compression (for codec none: the payload
- * itself), or FrameError for a frame no codec can decode: `bad_dtype` when dtype and codec do
- * not go together, `bad_params` when the params have the wrong length. Same codes and order
- * as Python's `codecs.raw_size` (alias `payload_size`).
- * @param {FrameHeader} h
- * @returns {number}
- */
-export function payloadSize(h) {
-  const n = elementCount(h.shape);
-  let size;
-  if (h.codec === Codec.NONE && ITEMSIZE[h.dtype] !== undefined) size = ITEMSIZE[h.dtype] * n;
-  else if ((h.codec === Codec.AFFINE_TENSOR || h.codec === Codec.AFFINE_CHANNEL) && h.dtype === DType.INT8) size = n;
-  else if (h.codec === Codec.CLIP4 && h.dtype === DType.UINT4) size = Math.floor((n + 1) / 2);
-  else {
-    throw new FrameError('bad_dtype', `dtype ${DTYPE_NAMES[h.dtype] ?? h.dtype} does not go with codec ` +
-      `${CODEC_NAMES[h.codec] ?? h.codec}`, h.seq);
-  }
-  const want = PARAMS_LEN[h.codec];
-  const got = h.params ? h.params.length : 0;
-  if (got !== want) {
-    throw new FrameError('bad_params', `codec ${CODEC_NAMES[h.codec]} takes ${want} parameter bytes, got ${got}`, h.seq);
-  }
-  return size;
-}
-
-/**
- * float32 bits -> float16 bits, round to nearest, ties to even; a transcription of numpy's
- * `npy_floatbits_to_halfbits`, so `encodeTensor(x, FLOAT16)` equals numpy's
- * `x.astype(np.float16)` bit for bit (overflow -> inf, subnormals, -0, NaN payload kept).
- * @param {number} f uint32 bits of a float32
- * @returns {number} uint16 bits of the float16
- */
-export function f32BitsToF16Bits(f) {
-  const hSgn = (f >>> 16) & 0x8000;
-  const fExp = f & 0x7f800000;
-  let fSig = f & 0x007fffff;
-  if (fExp >= 0x47800000) { // overflow, inf or NaN
-    if (fExp === 0x7f800000 && fSig !== 0) {
-      let ret = 0x7c00 + (fSig >>> 13); // NaN: keep the top payload bits...
-      if (ret === 0x7c00) ret++; // ...but make sure it stays a NaN
-      return hSgn + ret;
-    }
-    return hSgn + 0x7c00; // inf, or finite overflow to inf
-  }
-  if (fExp <= 0x38000000) { // result is subnormal or zero
-    if (fExp < 0x33000000) return hSgn; // below half the smallest subnormal: signed zero
-    const e = fExp >>> 23;
-    fSig = (0x00800000 + fSig) >>> (113 - e);
-    // ties to even: skip the increment only on an exact tie with an even result (the shift
-    // may have dropped up to 11 bits, which are checked in the original)
-    if ((fSig & 0x3fff) !== 0x1000 || (f & 0x7ff) !== 0) fSig += 0x1000;
-    return hSgn + (fSig >>> 13); // a carry into the exponent is the right answer
-  }
-  const hExp = (fExp - 0x38000000) >>> 13;
-  if ((fSig & 0x3fff) !== 0x1000) fSig += 0x1000;
-  return hSgn + ((fSig >>> 13) + hExp); // carry may reach 0x7c00 = inf, which is right
-}
-
-/**
- * float16 bits -> float32 bits, exact (numpy's `npy_halfbits_to_floatbits`).
- * @param {number} h uint16 bits
- * @returns {number} uint32 bits
- */
-export function f16BitsToF32Bits(h) {
-  const sgn = (h & 0x8000) << 16;
-  const exp = h & 0x7c00;
-  let sig = h & 0x03ff;
-  if (exp === 0) {
-    if (sig === 0) return sgn >>> 0; // signed zero
-    let e = 113; // subnormal: normalise
-    while ((sig & 0x0400) === 0) { sig <<= 1; e--; }
-    return (sgn | (e << 23) | ((sig & 0x03ff) << 13)) >>> 0;
-  }
-  if (exp === 0x7c00) return (sgn | 0x7f800000 | (sig << 13)) >>> 0; // inf / NaN
-  return (sgn | (((exp >>> 10) + 112) << 23) | (sig << 13)) >>> 0;
-}
-
-let F16_TO_F32 = null; // 256 KiB table, built on the first float16 decode
-function f16Table() {
-  if (F16_TO_F32 === null) {
-    F16_TO_F32 = new Uint32Array(65536);
-    for (let i = 0; i < 65536; i++) F16_TO_F32[i] = f16BitsToF32Bits(i);
-  }
-  return F16_TO_F32;
-}
-
-/**
- * Payload bytes for `x` with codec none. float32 is a zero-copy view of `x`'s bytes (on a
- * little-endian platform, i.e. every browser in practice); float16 converts like numpy's
- * `astype(np.float16)`.
- * @param {Float32Array} x tensor values, row-major
- * @param {number} [dtype] DType.FLOAT32 or DType.FLOAT16
- * @returns {Uint8Array}
- */
-export function encodeTensor(x, dtype = DType.FLOAT32) {
-  if (!(x instanceof Float32Array)) x = Float32Array.from(x);
-  const bits = new Uint32Array(x.buffer, x.byteOffset, x.length); // Float32Array is 4-aligned
-  if (dtype === DType.FLOAT32) {
-    if (LITTLE_ENDIAN) return new Uint8Array(x.buffer, x.byteOffset, x.byteLength);
-    const out = new Uint8Array(x.byteLength);
-    const dv = new DataView(out.buffer);
-    for (let i = 0; i < bits.length; i++) dv.setUint32(4 * i, bits[i], true);
-    return out;
-  }
-  if (dtype === DType.FLOAT16) {
-    const out = new Uint16Array(x.length);
-    for (let i = 0; i < bits.length; i++) out[i] = f32BitsToF16Bits(bits[i]);
-    if (!LITTLE_ENDIAN) for (let i = 0; i < out.length; i++) out[i] = (out[i] >>> 8) | ((out[i] & 0xff) << 8);
-    return new Uint8Array(out.buffer);
-  }
-  throw new RangeError(`dtype ${dtype} is not available with codec none`);
-}
-
-/**
- * The float32 tensor of a complete codec-none, uncompressed frame (flat, row-major;
- * `header.shape` gives its shape). Synchronous, so other frames are refused, each with the
- * code Python's `decode_tensor` gives where it can tell: `bad_dtype` / `bad_params` (see
- * {@link payloadSize}), `bad_length`, `bad_compression` for any compressed payload (it cannot
- * be inflated synchronously: use `decodeLatent` in `codecs.js`), `bad_params` for int8
- * per-channel (no calibration here, as Python without `channels`), and `bad_codec` for the
- * other quantizing codecs (use `decodeLatent`). A frame whose length does not match its shape
- * is refused instead of becoming a wrong tensor.
- *
- * float32 whose bytes start 4-byte aligned (always so for a message received as an
- * ArrayBuffer: header_len is a multiple of 8) is returned as a view, without copying; it
- * aliases the message/reassembly buffer. Otherwise the values are copied, into `out` when it
- * is given and has the right length (reuse it across frames to avoid allocation).
- *
- * @param {FrameHeader} header
- * @param {Uint8Array} payload the whole payload (a complete frame)
- * @param {Float32Array} [out]
- * @returns {Float32Array}
- */
-export function decodeTensor(header, payload, out) {
-  const size = payloadSize(header);
-  if (payload.byteLength !== header.payloadLen) {
-    throw new FrameError('bad_length', `payload is ${payload.byteLength} bytes, payload_len says ${header.payloadLen}`, header.seq);
-  }
-  if (header.compression !== Compression.NONE) {
-    throw new FrameError('bad_compression', `compression ${header.compression} is not decoded by decodeTensor ` +
-      '(synchronous, uncompressed only): use decodeLatent from codecs.js', header.seq);
-  }
-  if (payload.byteLength !== size) {
-    throw new FrameError('bad_length', `${DTYPE_NAMES[header.dtype]}[${header.shape}] needs ${size} bytes, ` +
-      `got ${payload.byteLength} (payload_len ${header.payloadLen})`, header.seq);
-  }
-  if (header.codec === Codec.AFFINE_CHANNEL) {
-    throw new FrameError('bad_params', 'int8-channel frame needs this receiver\'s calibration: ' +
-      'use decodeLatent from codecs.js', header.seq);
-  }
-  if (header.codec !== Codec.NONE) {
-    throw new FrameError('bad_codec', `codec ${CODEC_NAMES[header.codec]} is not decoded by decodeTensor ` +
-      '(codec none only): use decodeLatent from codecs.js', header.seq);
-  }
-  const n = elementCount(header.shape);
-  const dst = out instanceof Float32Array && out.length === n ? out : null;
-  if (header.dtype === DType.FLOAT32) {
-    if (LITTLE_ENDIAN) {
-      if (dst === null && payload.byteOffset % 4 === 0) {
-        return new Float32Array(payload.buffer, payload.byteOffset, n);
-      }
-      const res = dst ?? new Float32Array(n);
-      new Uint8Array(res.buffer, res.byteOffset, res.byteLength).set(payload);
-      return res;
-    }
-    const res = dst ?? new Float32Array(n);
-    const bits = new Uint32Array(res.buffer, res.byteOffset, n);
-    const dv = new DataView(payload.buffer, payload.byteOffset, payload.byteLength);
-    for (let i = 0; i < n; i++) bits[i] = dv.getUint32(4 * i, true);
-    return res;
-  }
-  // float16
-  const table = f16Table();
-  const res = dst ?? new Float32Array(n);
-  const bits = new Uint32Array(res.buffer, res.byteOffset, n);
-  if (LITTLE_ENDIAN && payload.byteOffset % 2 === 0) {
-    const src = new Uint16Array(payload.buffer, payload.byteOffset, n);
-    for (let i = 0; i < n; i++) bits[i] = table[src[i]];
-  } else {
-    for (let i = 0; i < n; i++) bits[i] = table[payload[2 * i] | (payload[2 * i + 1] << 8)];
-  }
-  return res;
-}
-
-// ---------------------------------------------------------------------------------------
-// Receiver to sender: JSON text messages.
-
-/** Reasons a receiver gives in a `drop` message (others are accepted, see parseMessage). */
-export const DROP_REASONS = Object.freeze(['stale', 'incomplete']);
-/** Fields of a reply's `timing`, all in ms, measured on the receiver. */
-export const TIMING_FIELDS = Object.freeze(['decode_ms', 'queue_ms', 'tail_ms', 'total_ms']);
-
-/**
- * A text message that is not valid JSON (`code` "bad_json") or lacks / mistypes a field the
- * spec requires (`code` "bad_message").
- */
-export class MessageError extends Error {
-  constructor(code, detail) {
-    super(`${code}: ${detail}`);
-    this.name = 'MessageError';
-    this.code = code;
-    this.detail = detail;
-  }
-}
-
-const isU32 = (v) => Number.isInteger(v) && v >= 0 && v <= 0xffffffff;
-const isNum = (v) => typeof v === 'number' && Number.isFinite(v);
-
-function requireField(m, key, ok, what) {
-  if (!ok(m[key])) {
-    throw new MessageError('bad_message', `${m.type} message: "${key}" must be ${what}, got ${JSON.stringify(m[key])}`);
-  }
-}
-
-/**
- * Validate a reply/drop/error object in place; throws MessageError. Values of `reason` are
- * not restricted to the known lists: a sender must still account for the frame if a newer
- * receiver adds a reason.
- */
-function validate(m) {
-  if (m === null || typeof m !== 'object' || Array.isArray(m)) {
-    throw new MessageError('bad_message', 'message is not a JSON object');
-  }
-  switch (m.type) {
-    case 'reply':
-      requireField(m, 'seq', isU32, 'a u32 integer');
-      requireField(m, 'capture_ms', isNum, 'a finite number');
-      requireField(m, 'split', (v) => typeof v === 'string' && SPLIT_RE.test(v), 'a split id');
-      requireField(m, 'label', (v) => Number.isInteger(v) && v >= 0, 'an integer >= 0');
-      requireField(m, 'name', (v) => typeof v === 'string', 'a string');
-      requireField(m, 'probs', (v) => Array.isArray(v) && v.every(isNum), 'an array of finite numbers');
-      requireField(m, 'timing', (v) => v !== null && typeof v === 'object' && !Array.isArray(v), 'an object');
-      for (const k of TIMING_FIELDS) {
-        if (!isNum(m.timing[k])) {
-          throw new MessageError('bad_message', `reply message: "timing.${k}" must be a finite number, got ${JSON.stringify(m.timing[k])}`);
-        }
-      }
-      return m;
-    case 'drop':
-      requireField(m, 'seq', isU32, 'a u32 integer');
-      requireField(m, 'capture_ms', isNum, 'a finite number');
-      requireField(m, 'reason', (v) => typeof v === 'string' && v.length > 0, 'a non-empty string');
-      return m;
-    case 'error':
-      // seq is present only when the header was readable; normalise absent to null
-      if (m.seq === undefined) m.seq = null;
-      requireField(m, 'seq', (v) => v === null || isU32(v), 'a u32 integer or null');
-      requireField(m, 'reason', (v) => typeof v === 'string' && v.length > 0, 'a non-empty string');
-      if (m.detail === undefined) m.detail = '';
-      requireField(m, 'detail', (v) => typeof v === 'string', 'a string');
-      return m;
-    default:
-      throw new MessageError('bad_message', `unknown message type ${JSON.stringify(m.type)}`);
-  }
-}
-
-/**
- * Parse a text message from the receiver. Returns the validated object (`type` is "reply",
- * "drop" or "error"; an error's `seq` is null when absent); throws MessageError otherwise.
- * @param {string} text
- */
-export function parseMessage(text) {
-  let m;
-  try {
-    m = JSON.parse(text);
-  } catch (e) {
-    throw new MessageError('bad_json', `not JSON (${e.message}): ${String(text).slice(0, 80)}`);
-  }
-  return validate(m);
-}
-
-/**
- * JSON text of a `reply`; throws MessageError if a field is missing or mistyped, so a bad
- * reply is caught on the side that builds it.
- * @param {{seq: number, capture_ms: number, split: string, label: number, name: string,
- *          probs: number[], timing: {decode_ms: number, queue_ms: number, tail_ms: number,
- *          total_ms: number}}} r
- * @returns {string}
- */
-export function makeReply(r) {
-  const m = { type: 'reply', seq: r.seq, capture_ms: r.capture_ms, split: r.split, label: r.label,
-    name: r.name, probs: r.probs == null ? r.probs : Array.from(r.probs), timing: r.timing };
-  return JSON.stringify(validate(m));
-}
-
-/** JSON text of a `drop` ({seq, capture_ms, reason: "stale"|"incomplete"}). */
-export function makeDrop({ seq, capture_ms, reason }) {
-  return JSON.stringify(validate({ type: 'drop', seq, capture_ms, reason }));
-}
-
-/**
- * JSON text of an `error`. Pass a FrameError to report it with its code, detail and seq.
- * @param {FrameError|{seq?: number|null, reason: string, detail?: string}} e
- */
-export function makeError(e) {
-  const m = e instanceof FrameError
-    ? { type: 'error', seq: e.seq, reason: e.code, detail: e.detail }
-    : { type: 'error', seq: e.seq ?? null, reason: e.reason, detail: e.detail ?? '' };
-  return JSON.stringify(validate(m));
 }

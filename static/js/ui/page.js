@@ -1,7 +1,8 @@
 /**
- * Small helpers shared by sender.html and receiver.html: settings from the URL (so a shared
- * link opens a ready session), the status line, a bounded map for the test hooks.
- * @module pageutil
+ * What sender.html and receiver.html share: settings from the URL (so a shared link opens a
+ * ready session), the status line (failures and the signaling state included), a median for
+ * the status figures, a bounded map for the test hooks.
+ * @module page
  */
 
 /**
@@ -33,9 +34,6 @@ export function settingsLink(origin, path, values, defaults) {
   return `${origin}${path}${s ? `?${s}` : ''}`;
 }
 
-/** Room ids the server accepts (docs/signaling.md). */
-export const ROOM_RE = /^[A-Za-z0-9_.-]{1,64}$/;
-
 /** A Map that forgets its oldest keys beyond `limit` entries. */
 export class BoundedMap extends Map {
   constructor(limit) { super(); this.limit = limit; }
@@ -52,7 +50,27 @@ export function setStatus(el, text, kind = 'info') {
   el.dataset.kind = kind;
 }
 
-/** Number with fixed decimals, or an en dash for null/NaN. */
-export function fmt(v, digits = 1) {
-  return v === null || v === undefined || !Number.isFinite(v) ? '–' : v.toFixed(digits);
+/** The page failed: log it, remember it in `state` (phase "error") and show it. */
+export function fail(state, el, err) {
+  console.error(err);
+  state.phase = 'error';
+  state.error = err?.message ?? String(err);
+  setStatus(el, state.error, 'error');
+}
+
+/** Median of recent figures (upper median), 3 decimals; null for none. */
+export function median(a) {
+  if (!a.length) return null;
+  const s = [...a].sort((x, y) => x - y);
+  return Math.round(s[Math.floor(s.length / 2)] * 1000) / 1000;
+}
+
+/**
+ * The status line for a signaling state change (rtc/signaling.js "state" event) while the
+ * page is working: `okText` when joined, else what is going on.
+ */
+export function showSignaling(el, state, detail, okText) {
+  if (state === 'joined') setStatus(el, okText, 'ok');
+  else if (state === 'reconnecting') setStatus(el, `signaling server lost (${detail}); reconnecting… open connections continue`, 'error');
+  else if (state === 'refused') setStatus(el, `the signaling server refused to join: ${detail}`, 'error');
 }

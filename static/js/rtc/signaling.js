@@ -1,0 +1,216 @@
+/**
+ * The browser side of signaling (docs/signaling.md): the twin of `splitcore/rtc/signaling.py`'s
+ * SignalingClient, and the one Socket.IO client of every page (sender, receiver, dashboard).
+ * One connection, one room, one role.
+ *
+ * It reconnects by itself: when the server restarts or the network blips, socket.io-client
+ * reconnects and this client joins the same room again under the same name (a new Socket.IO
+ * id: peers find each other again by role and name). Open data channels do not depend on
+ * signaling and keep running meanwhile. `state` says where it stands ("connecting",
+ * "joined", "reconnecting", "refused", "closed"), and the "state" event reports each change
+ * so a page can show it.
+ *
+ * socket.io-client comes from our server (/vendor/socket.io/, npm package), never a CDN.
+ * @module signaling
+ */
+import { io } from '/vendor/socket.io/socket.io.esm.min.js';
+
+/** Room ids the server accepts (docs/signaling.md; Python's home is signaling/validate.py). */
+export const ROOM_RE = /^[A-Za-z0-9_.-]{1,64}$/;
+
+export class SignalingError extends Error {
+  constructor(message) { super(message); this.name = 'SignalingError'; }
+}
+
+/** Server events a page can listen to, besides this client's own "joined", "state", "disconnect". */
+const SERVER_EVENTS = ['signal', 'peer-joined', 'peer-left', 'stats', 'error'];
+
+export class Signaling {
+  /**
+   * @param {{room: string, role: string, name?: string, url?: string}} opts
+   */
+  constructor({ room, role, name = '', url = location.origin }) {
+    if (!ROOM_RE.test(room)) throw new SignalingError(`room "${room}" must match [A-Za-z0-9_.-]{1,64}`);
+    this.room = room;
+    this.role = role;
+    this.name = name;
+    this.url = url;
+    this.id = '';
+    /** @type {Map<string, {id: string, role: string, name: string}>} */
+    this.peers = new Map();
+    this.socket = null;
+    this.state = 'closed';
+    /** How many times this client joined (1 after the first join; more after reconnects). */
+    this.joins = 0;
+    this._handlers = new Map();
+    this._closed = false;
+  }
+
+  /**
+   * Register a handler: "signal", "peer-joined", "peer-left", "stats", "error" (server
+   * events), "joined" (the join ack, after every (re)join), "state" (the new state) or
+   * "disconnect" (the reason).
+   */
+  on(event, fn) {
+    if (!this._handlers.has(event)) this._handlers.set(event, []);
+    this._handlers.get(event).push(fn);
+    return this;
+  }
+
+  off(event, fn) {
+    const list = this._handlers.get(event);
+    if (list) this._handlers.set(event, list.filter((f) => f !== fn));
+  }
+
+  _fire(event, arg) {
+    for (const fn of this._handlers.get(event) ?? []) {
+      try {
+        const r = fn(arg);
+        if (r && typeof r.catch === 'function') r.catch((e) => console.error(`${event} handler failed`, e));
+      } catch (e) {
+        console.error(`${event} handler failed`, e); // one bad message must not end the others
+      }
+    }
+  }
+
+  _setState(state, detail = '') {
+    this.state = state;
+    this._fire('state', { state, detail });
+  }
+
+  /**
+   * Connect and join; resolves with the first join ack. Rejects when the server cannot be
+   * reached or refuses the join (a wrong room): the page says why. After that first join,
+   * reconnecting and rejoining are automatic.
+   */
+  async connect(timeoutMs = 10000) {
+    this._closed = false;
+    const socket = io(this.url, {
+      transports: ['websocket'], timeout: timeoutMs,
+      reconnection: true, reconnectionDelay: 250, reconnectionDelayMax: 2000, randomizationFactor: 0.2,
+    });
+    this.socket = socket;
+    for (const ev of SERVER_EVENTS) socket.on(ev, (m) => this._onServer(ev, m));
+    socket.on('disconnect', (reason) => {
+      if (this._closed) return;
+      this._setState('reconnecting', reason);
+      this._fire('disconnect', reason);
+      if (reason === 'io server disconnect') socket.connect(); // the one case socket.io does not retry
+    });
+    socket.io.on('reconnect_attempt', (n) => this._setState('reconnecting', `attempt ${n}`));
+    this._setState('connecting');
+    await new Promise((resolve, reject) => {
+      const onError = (e) => {
+        socket.off('connect', onConnect);
+        socket.disconnect();
+        this._setState('closed', e.message);
+        reject(new SignalingError(`cannot reach the signaling server at ${this.url}: ${e.message}`));
+      };
+      const onConnect = () => { socket.off('connect_error', onError); resolve(); };
+      socket.once('connect', onConnect);
+      socket.once('connect_error', onError);
+    });
+    let ack;
+    try {
+      ack = await this._join(timeoutMs);
+    } catch (e) {
+      socket.disconnect(); // no half-joined client left retrying behind the page's back
+      throw e;
+    }
+    socket.on('connect', () => { this._rejoin(timeoutMs); }); // every reconnect after the first
+    return ack;
+  }
+
+  async _join(timeoutMs) {
+    let ack;
+    try {
+      ack = await this.socket.timeout(timeoutMs).emitWithAck('join', { room: this.room, role: this.role, name: this.name });
+    } catch (e) {
+      throw new SignalingError(`join got no answer from ${this.url}: ${e.message}`);
+    }
+    if (!ack?.ok) {
+      this._setState('refused', ack?.error ?? '');
+      throw new SignalingError(`join refused: ${ack?.error ?? JSON.stringify(ack)}`);
+    }
+    const before = this.peers;
+    this.id = ack.id;
+    this.peers = new Map((ack.peers ?? []).map((p) => [p.id, p]));
+    this.joins += 1;
+    this._setState('joined');
+    this._fire('joined', ack);
+    // after a rejoin the ack's list is the truth: tell the page who is new and who is gone
+    for (const [id, p] of before) if (!this.peers.has(id)) this._fire('peer-left', p);
+    for (const [id, p] of this.peers) if (!before.has(id)) this._fire('peer-joined', p);
+    return ack;
+  }
+
+  async _rejoin(timeoutMs) {
+    if (this._closed) return;
+    try {
+      await this._join(timeoutMs);
+      console.info(`signaling: rejoined room ${this.room} as ${this.name || this.role} (${this.id})`);
+    } catch (e) {
+      console.warn('signaling: rejoin failed; retrying', e);
+      if (this.socket?.connected && !this._closed) setTimeout(() => this._rejoin(timeoutMs), 1000);
+    }
+  }
+
+  _onServer(event, m) {
+    if (event === 'peer-joined' && m?.id) this.peers.set(m.id, m);
+    else if (event === 'peer-left') this.peers.delete(m?.id);
+    else if (event === 'error') console.warn('signaling server refused', m);
+    this._fire(event, m);
+  }
+
+  /** Send an offer/answer/candidate to one peer; throws when the server refuses it. */
+  async signal(to, type, fields = {}) {
+    const ack = await this.socket.timeout(10000).emitWithAck('signal', { to, type, ...fields });
+    if (!ack?.ok) throw new SignalingError(`${type} to ${to} refused: ${ack?.error ?? JSON.stringify(ack)}`);
+  }
+
+  /** Publish a `stats` {report, app} event (no ack); dropped while disconnected. */
+  stats(payload) {
+    if (this.socket?.connected && this.state === 'joined') this.socket.emit('stats', payload);
+  }
+
+  /** The first peer of `role` in the room (named `name` when given), or null. */
+  findPeer(role, name = '') {
+    return [...this.peers.values()].find((p) => p.role === role && (!name || p.name === name)) ?? null;
+  }
+
+  /**
+   * The first peer of `role` (named `name` when given), now or when it joins; rejects after
+   * `timeoutMs` (0: wait for ever) or when `signal.aborted`.
+   */
+  waitForPeer(role, name = '', timeoutMs = 30000, { signal = null } = {}) {
+    const found = this.findPeer(role, name);
+    if (found) return Promise.resolve(found);
+    return new Promise((resolve, reject) => {
+      let timer = null;
+      const done = () => { clearTimeout(timer); this.off('peer-joined', onJoin); signal?.removeEventListener('abort', onAbort); };
+      const onJoin = (p) => {
+        if (p.role !== role || (name && p.name !== name)) return;
+        done();
+        resolve(p);
+      };
+      const onAbort = () => { done(); reject(new SignalingError('stopped waiting')); };
+      if (timeoutMs > 0) {
+        timer = setTimeout(() => {
+          done();
+          reject(new SignalingError(`no ${role}${name ? ` named ${name}` : ''} joined room ${this.room} ` +
+            `within ${Math.round(timeoutMs / 1000)}s`));
+        }, timeoutMs);
+      }
+      signal?.addEventListener('abort', onAbort, { once: true });
+      this.on('peer-joined', onJoin);
+    });
+  }
+
+  get connected() { return !!this.socket?.connected; }
+
+  close() {
+    this._closed = true;
+    this.socket?.disconnect();
+    this._setState('closed');
+  }
+}
