@@ -9,7 +9,7 @@ ROOM   ?= demo
 # The CIFAR-10 tarball lives beside the repository, never in it (training, study, tests).
 export SPLITRTC_DATA ?= $(abspath ../shared/data/cifar10-jpeg.tar.xz)
 
-.PHONY: help run test test-py test-js test-slow lint setup setup-dev chromium bench study train clean
+.PHONY: help run test test-py test-js test-slow lint setup setup-dev system-packages chromium cert bench study train clean
 
 help:           ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -53,11 +53,20 @@ study: setup-dev ## the split-point study (~25 min) and the operating points --s
 	$(PY) -m splitcore.offline.operating
 
 setup: $(VENV)/.runtime node_modules/.installed
-setup-dev: $(VENV)/.dev node_modules/.installed chromium
+setup-dev: $(VENV)/.dev node_modules/.installed system-packages
 
-chromium:       ## Debian's Chromium for the browser tests (never `playwright install`)
-	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+# Debian packages the tests use: Chromium for the pages (never `playwright install`), coturn
+# (a real TURN relay), tcpdump (what crosses the relay), iproute2 (network namespaces).
+APT_PACKAGES := chromium coturn tcpdump iproute2
+system-packages: ## Debian's chromium, coturn, tcpdump and iproute2 for the tests
+	@missing=""; for c in chromium turnserver tcpdump ip; do command -v $$c >/dev/null 2>&1 || missing=1; done; \
+	if [ -n "$$missing" ]; then apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES) >/dev/null; fi
+
+chromium: system-packages
+
+cert: $(VENV)/.runtime ## a local CA and a certificate for this machine's LAN addresses, in build/certs
+	$(PY) -m signaling.certs --out build/certs
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
