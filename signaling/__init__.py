@@ -6,6 +6,7 @@ free port (then `await server.close()`, or
 """
 
 from .app import create_app
+from .limits import Limits
 from .runner import RunningServer, run, serve_forever, start_server
 
-__all__ = ["RunningServer", "create_app", "run", "serve_forever", "start_server"]
+__all__ = ["Limits", "RunningServer", "create_app", "run", "serve_forever", "start_server"]

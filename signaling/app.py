@@ -11,7 +11,10 @@ from pathlib import Path
 import socketio
 from aiohttp import web
 
+from .counters import Counters
+from .guarded import GuardedServer
 from .handlers import SignalingEvents
+from .limits import Limits
 from .rooms import Registry
 from .static import StaticRoutes
 
@@ -23,30 +26,38 @@ MAX_TRANSPORT_BYTES = 256 * 1024
 
 SIO_KEY = web.AppKey("sio", socketio.AsyncServer)
 REGISTRY_KEY = web.AppKey("registry", Registry)
+COUNTERS_KEY = web.AppKey("counters", Counters)
 
 
 def create_app(static_dir: Path | str | None = None,
-               repo_root: Path | str | None = None) -> web.Application:
+               repo_root: Path | str | None = None,
+               limits: Limits | None = None) -> web.Application:
     """The whole server as an aiohttp app.
 
     `repo_root` holds `node_modules/` and `models/`; `static_dir` defaults to its `static/`.
-    Both are parameters so tests and deployments can point elsewhere.
+    Both are parameters so tests and deployments can point elsewhere. `limits`: room size
+    and per-client rate (defaults: `Limits()`).
     """
     root = Path(repo_root) if repo_root is not None else REPO_ROOT
     static = Path(static_dir) if static_dir is not None else root / "static"
+    limits = limits or Limits()
     app = web.Application()
-    registry = Registry()
-    sio = socketio.AsyncServer(async_mode="aiohttp",
-                               max_http_buffer_size=MAX_TRANSPORT_BYTES)
+    registry = Registry(limits.max_room_peers)
+    counters = Counters()
+    sio: socketio.AsyncServer = GuardedServer(limits, counters, async_mode="aiohttp",
+                                              max_http_buffer_size=MAX_TRANSPORT_BYTES)
     sio.attach(app)  # serves /socket.io/
-    SignalingEvents(sio, registry).register()
+    SignalingEvents(sio, registry, counters).register()
     StaticRoutes(static, root).add_to(app)
     app.router.add_get("/healthz", healthz)
     app[SIO_KEY] = sio
     app[REGISTRY_KEY] = registry
+    app[COUNTERS_KEY] = counters
     return app
 
 
 async def healthz(request: web.Request) -> web.Response:
-    """Liveness plus room/peer counts, for people and for scripts that wait for the server."""
-    return web.json_response({"ok": True, **request.app[REGISTRY_KEY].counts()})
+    """Liveness, room/peer counts and what the server did (`counters`), for people and for
+    scripts that wait for the server or measure it."""
+    return web.json_response({"ok": True, **request.app[REGISTRY_KEY].counts(),
+                              "counters": request.app[COUNTERS_KEY].as_dict()})

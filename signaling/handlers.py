@@ -3,6 +3,9 @@
 Every client event goes through `_guarded`, which turns `Refused` into an `error` event plus a
 negative ack for that client only, and any other exception into a logged traceback with the
 same answer: one bad client or one bug must never take down the server or disturb others.
+Refusals are logged through a `SummaryLog` (a few lines, then counts), since a client can
+repeat them at will. Packets refused before decoding (`packets.BoundedPacket`) arrive as the
+`REFUSED_EVENT` event and get the same answer.
 """
 
 from __future__ import annotations
@@ -15,11 +18,14 @@ from typing import Any
 
 import socketio
 
+from .counters import Counters
 from .errors import Refused
-from .rooms import Peer, Registry
-from .validate import parse_join, parse_signal, parse_stats, payload_object
+from .logsummary import SummaryLog
+from .packets import REFUSED_EVENT
+from .rooms import Peer, Registry, RoomFull
+from .validate import MAX_EVENT_CHARS, parse_join, parse_signal, parse_stats, payload_object
 
-log = logging.getLogger("signaling.events")
+log = logging.getLogger("splitrtc.signaling.events")
 
 Ack = dict[str, Any]
 Handler = Callable[..., Awaitable[Ack]]
@@ -28,9 +34,12 @@ Handler = Callable[..., Awaitable[Ack]]
 class SignalingEvents:
     """Binds the protocol's client events to one AsyncServer and one Registry."""
 
-    def __init__(self, sio: socketio.AsyncServer, registry: Registry) -> None:
+    def __init__(self, sio: socketio.AsyncServer, registry: Registry,
+                 counters: Counters | None = None) -> None:
         self._sio = sio
         self._registry = registry
+        self.counters = counters if counters is not None else Counters()
+        self._refusals = SummaryLog(log, "refusals")
         self._tasks: set[asyncio.Task[None]] = set()  # keeps late-stats tasks alive
 
     def register(self) -> None:
@@ -39,23 +48,27 @@ class SignalingEvents:
         for event, handler in (("join", self.join), ("leave", self.leave),
                                ("signal", self.signal), ("stats", self.stats)):
             self._sio.on(event, self._guarded(event, handler))
+        self._sio.on(REFUSED_EVENT, self.on_refused_packet)
         self._sio.on("*", self.on_unknown)
 
     # -- client events -------------------------------------------------------------------
 
     async def join(self, sid: str, *args: Any) -> Ack:
         req = parse_join(payload_object(args))
-        peer, old = self._registry.join(sid, req.room, req.role, req.name)
+        try:
+            peer, old = self._registry.join(sid, req.room, req.role, req.name)
+        except RoomFull:
+            self.counters.joins_refused_full += 1
+            raise
+        self.counters.joins += 1
         if old is not None:
             await self._announce_left(old)
         log.info("peer %s joined room %s as %s (name %r)", sid, peer.room, peer.role, peer.name)
-        others = self._registry.others(peer)
-        for other in others:
-            await self._emit("peer-joined", peer.public(), other.id)
+        await self._emit_many("peer-joined", peer.public(), self._registry.audience(peer))
         if peer.role == "dashboard":
             self._spawn(self._send_last_stats(peer))
         return {"ok": True, "id": sid, "room": peer.room, "role": peer.role,
-                "peers": [p.public() for p in others]}
+                "peers": [p.public() for p in self._registry.visible(peer)]}
 
     async def leave(self, sid: str, *args: Any) -> Ack:
         payload_object(args, optional=True)
@@ -88,13 +101,18 @@ class SignalingEvents:
         message = {"from": sid, "role": source.role, "name": source.name,
                    "time": time.time() * 1000.0, "report": req.report, "app": req.app}
         source.last_stats = message
-        for dashboard in self._registry.dashboards(source.room):
-            await self._emit("stats", message, dashboard.id)
+        await self._emit_many("stats", message, self._registry.dashboards(source.room))
         return {"ok": True}
 
     async def on_unknown(self, event: str, sid: str, *args: Any) -> Ack:
-        return await self._refuse(sid, event, f"unknown event {event!r}; "
+        return await self._refuse(sid, event, f"unknown event {event[:MAX_EVENT_CHARS]!r}; "
                                   "known: join, leave, signal, stats")
+
+    async def on_refused_packet(self, sid: str, *args: Any) -> Ack:
+        """A packet `BoundedPacket` refused undecoded (too big, too deep, malformed)."""
+        info = args[0] if len(args) == 1 and isinstance(args[0], dict) else {}
+        return await self._refuse(sid, str(info.get("event", "?")),
+                                  str(info.get("error", "malformed packet")))
 
     # -- connection life cycle -----------------------------------------------------------
 
@@ -127,8 +145,9 @@ class SignalingEvents:
         return guarded
 
     async def _refuse(self, sid: str, event: str, error: str) -> Ack:
-        log.warning("refused %r from peer %s in room %s: %s",
-                    event, sid, self._room_of(sid), error)
+        self.counters.refused += 1
+        self._refusals.warning(event, "refused %r from peer %s in room %s: %s",
+                               event, sid, self._room_of(sid), error)
         await self._emit("error", {"event": event, "error": error}, sid)
         return {"ok": False, "error": error}
 
@@ -143,8 +162,8 @@ class SignalingEvents:
         return peer.room if peer else "-"
 
     async def _announce_left(self, old: Peer) -> None:
-        for other in self._registry.members(old.room):
-            await self._emit("peer-left", old.public(), other.id)
+        """Tell who cares; `old` is already out of the registry."""
+        await self._emit_many("peer-left", old.public(), self._registry.audience(old))
 
     async def _send_last_stats(self, dashboard: Peer) -> None:
         """Catch a late dashboard up with every peer's last stats.
@@ -154,7 +173,7 @@ class SignalingEvents:
         """
         if self._registry.get(dashboard.id) is not dashboard:
             return  # it left or re-joined before we got here
-        for peer in self._registry.others(dashboard):
+        for peer in self._registry.visible(dashboard):
             if peer.last_stats is not None:
                 await self._emit("stats", peer.last_stats, dashboard.id)
 
@@ -162,8 +181,19 @@ class SignalingEvents:
         """Send to one client; a client that vanished meanwhile is not an error for others."""
         try:
             await self._sio.emit(event, data, to=to)
+            self.counters.events_sent += 1
         except Exception:  # noqa: BLE001
             log.exception("could not send %r to %s", event, to)
+
+    async def _emit_many(self, event: str, data: dict[str, Any], peers: list[Peer]) -> None:
+        """One event to several clients, encoded once, sent to all together."""
+        if not peers:
+            return
+        try:
+            await self._sio.emit(event, data, to=[p.id for p in peers])
+            self.counters.events_sent += len(peers)
+        except Exception:  # noqa: BLE001
+            log.exception("could not send %r to %d clients", event, len(peers))
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         task = asyncio.ensure_future(coro)

@@ -1,8 +1,14 @@
 """Room and peer registry: who is in which room with which role, and who may talk to whom.
 
 Pure logic with no I/O, so the protocol rules (one room per client, relay only between a
-sender and a receiver of the same room) can be reasoned about and changed in one place,
-independently of Socket.IO.
+sender and a receiver of the same room, who hears about whom, how big a room may grow) can
+be reasoned about and changed in one place, independently of Socket.IO.
+
+Who hears about whom (``VISIBLE``): a peer is told only of the roles it uses. A sender looks
+for a receiver to offer to; a receiver answers senders (and shows their names); a dashboard
+shows senders and receivers. So a join is announced to the k members that care, not to the
+whole room, and the join ack lists only them: n senders joining a room cost n events, not
+n^2/2 as when everyone heard of everyone.
 """
 
 from __future__ import annotations
@@ -14,6 +20,15 @@ from .errors import Refused
 
 ROLES = ("sender", "receiver", "dashboard")
 PEER_ROLES = ("sender", "receiver")  # the roles that take part in WebRTC
+# The roles a member of each role is told about (join ack, peer-joined, peer-left).
+VISIBLE: dict[str, tuple[str, ...]] = {
+    "sender": ("receiver",),
+    "receiver": ("sender",),
+    "dashboard": ("sender", "receiver"),
+}
+# Its mirror: who is told when a member of each role joins or leaves.
+AUDIENCE: dict[str, tuple[str, ...]] = {
+    role: tuple(other for other in ROLES if role in VISIBLE[other]) for role in ROLES}
 
 
 @dataclass
@@ -31,12 +46,37 @@ class Peer:
         return {"id": self.id, "role": self.role, "name": self.name}
 
 
-class Registry:
-    """All joined peers, indexed by id and by room."""
+class RoomFull(Refused):
+    """A join refused because the room has ``max_room_peers`` members."""
+
+
+class Room:
+    """The members of one room by role, so "the receivers of room r" costs no scan."""
 
     def __init__(self) -> None:
+        self.by_role: dict[str, dict[str, Peer]] = {role: {} for role in ROLES}
+        self.size = 0
+
+    def add(self, peer: Peer) -> None:
+        self.by_role[peer.role][peer.id] = peer
+        self.size += 1
+
+    def remove(self, peer: Peer) -> None:
+        if self.by_role[peer.role].pop(peer.id, None) is not None:
+            self.size -= 1
+
+    def of_roles(self, roles: tuple[str, ...], skip: str = "") -> list[Peer]:
+        return [p for role in roles for p in self.by_role[role].values() if p.id != skip]
+
+
+class Registry:
+    """All joined peers, indexed by id and by room; rooms hold at most ``max_room_peers``
+    (0: no limit)."""
+
+    def __init__(self, max_room_peers: int = 0) -> None:
+        self.max_room_peers = max_room_peers
         self._peers: dict[str, Peer] = {}
-        self._rooms: dict[str, dict[str, Peer]] = {}
+        self._rooms: dict[str, Room] = {}
 
     def get(self, peer_id: str) -> Peer | None:
         return self._peers.get(peer_id)
@@ -45,13 +85,21 @@ class Registry:
         """Add a peer; returns (new membership, old membership it had to leave, if any).
 
         The old membership is returned so the caller can tell the old room the peer left:
-        the protocol allows a client in only one room at a time. Arguments are trusted:
-        `validate.parse_join` has checked them.
+        the protocol allows a client in only one room at a time. A full room raises
+        `RoomFull` before anything changes (the peer keeps its old membership). Arguments
+        are trusted: `validate.parse_join` has checked them.
         """
+        current = self._peers.get(peer_id)
+        target = self._rooms.get(room)
+        already_in = current is not None and current.room == room
+        if (self.max_room_peers and target is not None and not already_in
+                and target.size >= self.max_room_peers):
+            raise RoomFull(f"room {room!r} is full ({self.max_room_peers} peers): try another room, "
+                           "or ask the operator to raise --max-room-peers")
         old = self.leave(peer_id)
         peer = Peer(id=peer_id, room=room, role=role, name=name)
         self._peers[peer_id] = peer
-        self._rooms.setdefault(room, {})[peer_id] = peer
+        self._rooms.setdefault(room, Room()).add(peer)
         return peer, old
 
     def leave(self, peer_id: str) -> Peer | None:
@@ -59,21 +107,34 @@ class Registry:
         peer = self._peers.pop(peer_id, None)
         if peer is None:
             return None
-        members = self._rooms.get(peer.room, {})
-        members.pop(peer_id, None)
-        if not members:
-            self._rooms.pop(peer.room, None)  # empty rooms must not accumulate
+        members = self._rooms.get(peer.room)
+        if members is not None:
+            members.remove(peer)
+            if not members.size:
+                self._rooms.pop(peer.room, None)  # empty rooms must not accumulate
         return peer
 
+    def _of_roles(self, room: str, roles: tuple[str, ...], skip: str = "") -> list[Peer]:
+        members = self._rooms.get(room)
+        return members.of_roles(roles, skip) if members is not None else []
+
     def members(self, room: str) -> list[Peer]:
-        return list(self._rooms.get(room, {}).values())
+        return self._of_roles(room, ROLES)
+
+    def visible(self, peer: Peer) -> list[Peer]:
+        """The members ``peer`` is told about: its join ack's ``peers``."""
+        return self._of_roles(peer.room, VISIBLE[peer.role], skip=peer.id)
+
+    def audience(self, peer: Peer) -> list[Peer]:
+        """The members told when ``peer`` joins or leaves (peer-joined / peer-left)."""
+        return self._of_roles(peer.room, AUDIENCE[peer.role], skip=peer.id)
 
     def others(self, peer: Peer) -> list[Peer]:
-        """Everyone else in the peer's room: the audience of peer-joined / peer-left."""
-        return [p for p in self.members(peer.room) if p.id != peer.id]
+        """Everyone else in the peer's room."""
+        return self._of_roles(peer.room, ROLES, skip=peer.id)
 
     def dashboards(self, room: str) -> list[Peer]:
-        return [p for p in self.members(room) if p.role == "dashboard"]
+        return self._of_roles(room, ("dashboard",))
 
     def relay_target(self, source: Peer, to_id: str) -> Peer:
         """The addressee of a `signal`, or Refused saying why this relay is not allowed."""
@@ -91,8 +152,6 @@ class Registry:
 
     def counts(self) -> dict[str, Any]:
         """Room and peer counts per role, for /healthz."""
-        rooms = {
-            name: {role: sum(p.role == role for p in members.values()) for role in ROLES}
-            for name, members in self._rooms.items()
-        }
+        rooms = {name: {role: len(members.by_role[role]) for role in ROLES}
+                 for name, members in self._rooms.items()}
         return {"rooms": len(rooms), "peers": len(self._peers), "by_room": rooms}

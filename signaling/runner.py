@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,10 +15,16 @@ from typing import Any
 import socketio
 from aiohttp import web
 
-from .app import SIO_KEY, create_app
+from splitcore.process.cli import wait_for_signal
 
-log = logging.getLogger("signaling.runner")
+from .app import SIO_KEY, create_app
+from .limits import Limits
+
+log = logging.getLogger("splitrtc.signaling.runner")
+# Shutdown budget: every client's close packet together (CLOSE_WAIT_S), then aiohttp's own
+# clean-up (SHUTDOWN_TIMEOUT_S): one Ctrl-C ends the process in under 3 s.
 CLOSE_WAIT_S = 1.0
+SHUTDOWN_TIMEOUT_S = 0.5
 
 
 @dataclass
@@ -45,7 +50,10 @@ class RunningServer:
         await self.close()
 
     async def close(self) -> None:
-        """Disconnect every client first, otherwise open websockets hold up the shutdown."""
+        """Stop listening, then disconnect every client (open websockets would hold up the
+        shutdown, and clients reconnecting meanwhile would be let in and held too)."""
+        for site in list(self.runner.sites):
+            await site.stop()
         sio = self.app[SIO_KEY]
         sockets = list(sio.eio.sockets.values())
         await asyncio.gather(*(_close_socket(sio, sock) for sock in sockets))
@@ -69,10 +77,12 @@ async def _close_socket(sio: socketio.AsyncServer, sock: Any) -> None:
 
 async def start_server(host: str = "127.0.0.1", port: int = 0,
                        static_dir: Path | str | None = None,
-                       repo_root: Path | str | None = None) -> RunningServer:
-    """Start listening and return at once; port 0 picks a free port."""
-    app = create_app(static_dir=static_dir, repo_root=repo_root)
-    runner = web.AppRunner(app, shutdown_timeout=2.0)
+                       repo_root: Path | str | None = None,
+                       limits: Limits | None = None) -> RunningServer:
+    """Start listening and return at once; port 0 picks a free port. OSError (e.g.
+    EADDRINUSE) if the port cannot be had, with nothing left running."""
+    app = create_app(static_dir=static_dir, repo_root=repo_root, limits=limits)
+    runner = web.AppRunner(app, shutdown_timeout=SHUTDOWN_TIMEOUT_S, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     try:
@@ -86,25 +96,24 @@ async def start_server(host: str = "127.0.0.1", port: int = 0,
 
 async def serve_forever(host: str = "127.0.0.1", port: int = 8080,
                         static_dir: Path | str | None = None,
-                        repo_root: Path | str | None = None) -> None:
-    """Run until SIGINT/SIGTERM, then shut down cleanly."""
-    server = await start_server(host, port, static_dir, repo_root)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+                        repo_root: Path | str | None = None,
+                        limits: Limits | None = None) -> None:
+    """Run until SIGINT/SIGTERM, then shut down cleanly (clients told, in under 3 s)."""
+    server = await start_server(host, port, static_dir, repo_root, limits)
     print(f"SplitRTC signaling server on {server.url}\n"
           f"  dashboard: {server.url}/dashboard\n"
           f"  sender:    {server.url}/sender\n"
           f"  receiver:  {server.url}/receiver", flush=True)
     try:
-        await stop.wait()
+        signum = await wait_for_signal()
+        log.info("signal %d: closing %d client connection(s) and stopping",
+                 signum, len(server.app[SIO_KEY].eio.sockets))
     finally:
-        log.info("shutting down")
         await server.close()
 
 
 def run(host: str = "127.0.0.1", port: int = 8080,
-        static_dir: Path | str | None = None, repo_root: Path | str | None = None) -> None:
+        static_dir: Path | str | None = None, repo_root: Path | str | None = None,
+        limits: Limits | None = None) -> None:
     """Blocking entry point for programs without their own event loop."""
-    asyncio.run(serve_forever(host, port, static_dir, repo_root))
+    asyncio.run(serve_forever(host, port, static_dir, repo_root, limits))

@@ -15,12 +15,22 @@ from .errors import Refused
 from .rooms import ROLES
 
 MAX_PAYLOAD_BYTES = 64 * 1024
+# Deepest JSON nesting accepted in a packet, counting Socket.IO's own [event, payload] array.
+# The protocol's deepest payload (stats: [event, {report: [{...}]}]) is 4; 32 leaves room for
+# free-form `app` stats. Checked on the raw text before json.loads, whose recursion a
+# ~1000-deep payload would otherwise exhaust.
+MAX_JSON_DEPTH = 32
+MAX_EVENT_CHARS = 64  # event names are short words; anything longer is refused undecoded
 MAX_SDP_BYTES = 64 * 1024
 MAX_NAME_CHARS = 64
 MAX_ID_CHARS = 128  # Socket.IO sids are 20 chars; anything much longer is not an id
 MAX_CANDIDATE_CHARS = 4096
 MAX_MID_CHARS = 256
-ROOM_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+# The room-name rule. Python's only copy; the browser's copies (same pattern) are in
+# static/js/ui/page.js, static/js/dashboard.js and static/index.html (plus the HTML
+# `pattern` attributes of static/index.html, sender.html and receiver.html).
+ROOM_PATTERN = r"[A-Za-z0-9_.-]{1,64}"
+ROOM_RE = re.compile(ROOM_PATTERN)
 SIGNAL_TYPES = ("offer", "answer", "candidate")
 
 
@@ -67,11 +77,32 @@ def payload_object(args: tuple[Any, ...], *, optional: bool = False) -> dict[str
     return payload
 
 
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+_OPEN_CLOSE = str.maketrans("{}", "[]")
+
+
+def nesting_exceeds(text: str, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether the JSON ``text`` nests arrays/objects deeper than ``limit``, found without
+    parsing it: strings are cut out, the brackets left are peeled one level per pass (each
+    pass removes every innermost pair), so the cost is at most ``limit`` linear passes in C.
+    Malformed text answers False and is left for the JSON parser to refuse."""
+    skeleton = _NOT_BRACKET.sub("", _JSON_STRING.sub("", text)).translate(_OPEN_CLOSE)
+    for _ in range(limit):
+        if not skeleton:
+            return False
+        peeled = skeleton.replace("[]", "")
+        if peeled == skeleton:
+            return False  # unbalanced: not JSON
+        skeleton = peeled
+    return bool(skeleton) and skeleton.replace("[]", "") != skeleton
+
+
 def parse_join(payload: dict[str, Any]) -> JoinRequest:
-    room = _string(payload, "room", max_chars=64)
+    room = _required(payload, "room", max_chars=64)
     if not ROOM_RE.fullmatch(room):
-        raise Refused(f"room must match ^[A-Za-z0-9_.-]{{1,64}}$, got {room!r}")
-    role = _string(payload, "role", max_chars=16)
+        raise Refused(f"room must match ^{ROOM_PATTERN}$, got {room!r}")
+    role = _required(payload, "role", max_chars=16)
     if role not in ROLES:
         raise Refused(f"role must be one of {', '.join(ROLES)}, got {role!r}")
     name = _string(payload, "name", max_chars=MAX_NAME_CHARS, required=False) or ""
@@ -79,8 +110,8 @@ def parse_join(payload: dict[str, Any]) -> JoinRequest:
 
 
 def parse_signal(payload: dict[str, Any]) -> SignalRequest:
-    to = _string(payload, "to", max_chars=MAX_ID_CHARS)
-    kind = _string(payload, "type", max_chars=16)
+    to = _required(payload, "to", max_chars=MAX_ID_CHARS)
+    kind = _required(payload, "type", max_chars=16)
     if kind not in SIGNAL_TYPES:
         raise Refused(f"type must be one of {', '.join(SIGNAL_TYPES)}, got {kind!r}")
     if kind == "candidate":
@@ -130,6 +161,12 @@ def _index(value: Any) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 65536:
         raise Refused(f"'sdpMLineIndex' must be a small non-negative integer or null, "
                       f"got {value!r}")
+    return value
+
+
+def _required(obj: dict[str, Any], key: str, *, max_chars: int) -> str:
+    value = _string(obj, key, max_chars=max_chars)
+    assert value is not None  # required=True raises instead
     return value
 
 

@@ -38,10 +38,23 @@ def child_env() -> dict[str, str]:
     return {**os.environ, "PYTHONUNBUFFERED": "1"}
 
 
-def spawn(args: list[str], out: IO[str] | None = None) -> subprocess.Popen[bytes]:
-    """Start one child in ROOT; ``out`` takes its stdout and stderr (None: inherit ours)."""
+def _die_with_parent() -> None:
+    """In the child, before exec (Linux): SIGTERM when the launcher dies, however it dies
+    (even SIGKILL), so no child outlives it holding a port. A no-op elsewhere."""
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def spawn(args: list[str], out: IO[str] | None = None, *, die_with_parent: bool = False) -> subprocess.Popen[bytes]:
+    """Start one child in ROOT; ``out`` takes its stdout and stderr (None: inherit ours).
+    ``die_with_parent``: the child gets SIGTERM if this process dies (Linux), for launchers."""
+    preexec = _die_with_parent if die_with_parent and sys.platform.startswith("linux") else None
     return subprocess.Popen(args, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT if out else None,
-                            env=child_env())
+                            env=child_env(), preexec_fn=preexec)
 
 
 def stop(procs: Iterable[subprocess.Popen[bytes]], sig: int = signal.SIGTERM, grace: float = 10.0) -> None:

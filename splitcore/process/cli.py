@@ -8,7 +8,12 @@ traceback.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
+import errno
 import logging
+import signal
+import socket
 import sys
 from collections.abc import Callable
 
@@ -68,3 +73,68 @@ def fail(prog: str, message: object) -> int:
     """One line on stderr, the usage exit code."""
     print(f"{prog}: {message}", file=sys.stderr)
     return EXIT_USAGE
+
+
+def port(text: str) -> int:
+    """An argparse ``type`` for a TCP port: 0 (any free one) to 65535."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be 0..65535, got {value}")
+    return value
+
+
+def port_in_use(host: str, port: int) -> str | None:
+    """Why ``host:port`` cannot be listened on (in use, bad address), or None if it can.
+
+    Binds a throw-away socket the way the server will (SO_REUSEADDR, as aiohttp does), so a
+    launcher can say so in one line before starting anything. Port 0 is always free."""
+    if port == 0:
+        return None
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        return f"cannot resolve {host!r}: {exc.strerror}"
+    for family, kind, proto, _, address in infos:
+        with socket.socket(family, kind, proto) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(address)
+            except OSError as exc:
+                return describe_bind_error(host, port, exc)
+    return None
+
+
+def describe_bind_error(host: str, port: int, exc: OSError) -> str:
+    """One line for a failed listen, with what to do about the usual causes."""
+    if exc.errno == errno.EADDRINUSE:
+        return (f"port {port} on {host} is already in use (another SplitRTC server or demo still running?): "
+                "stop it or choose another with --port")
+    if exc.errno == errno.EACCES:
+        return f"no permission to listen on {host}:{port} (ports below 1024 need privileges): choose another --port"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return f"{host} is not an address of this machine: choose another --host"
+    return f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+
+
+async def wait_for_signal(signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)) -> int:
+    """Until one of ``signals`` arrives; returns its number.
+
+    The handlers stay installed afterwards, so a second Ctrl-C while the program shuts down
+    (which every caller bounds in time) is logged, not a KeyboardInterrupt traceback in the
+    middle of the clean-up. Where the loop cannot take signal handlers (Windows), Ctrl-C
+    arrives as KeyboardInterrupt instead."""
+    loop = asyncio.get_running_loop()
+    got: asyncio.Future[int] = loop.create_future()
+
+    def on_signal(signum: int) -> None:
+        if got.done():
+            logging.getLogger("splitrtc.process.cli").warning("already stopping (signal %d ignored)", signum)
+        else:
+            got.set_result(signum)
+    with contextlib.suppress(NotImplementedError):
+        for signum in signals:
+            loop.add_signal_handler(signum, on_signal, signum)
+    return await got

@@ -20,8 +20,12 @@ import pytest
 import socketio
 import yarl
 
+from bench.signaling_storm import RawClient
 from signaling import RunningServer, start_server
 from signaling import handlers as handlers_module
+from signaling import packets as packets_module
+from signaling import validate as validate_module
+from signaling.limits import Limits
 
 TIMEOUT = 3.0
 SERVER_EVENTS = ("peer-joined", "peer-left", "signal", "stats", "error")
@@ -104,8 +108,7 @@ def test_join_lists_peers_and_announces_arrivals_and_departures() -> None:
             ack = await d.join("lab", "dashboard", "wall")
             assert sorted(ack["peers"], key=lambda p: p["role"]) == [
                 peer(r, "receiver"), peer(s, "sender", "cam-1")]
-            assert await s.next("peer-joined") == peer(d, "dashboard", "wall")
-            assert await r.next("peer-joined") == peer(d, "dashboard", "wall")
+            # dashboards only watch: no peer is told of them
             await other.join("elsewhere", "receiver")
             assert await s.call("leave", {}) == {"ok": True}
             assert await r.next("peer-left") == peer(s, "sender", "cam-1")
@@ -306,7 +309,7 @@ def test_bad_input_is_refused_and_others_keep_working(
             for c in (gs, gr, gd):
                 c.queues.pop("peer-joined", None)
                 await c.assert_quiet()
-    caplog.set_level(logging.WARNING, logger="signaling")
+    caplog.set_level(logging.WARNING, logger="splitrtc.signaling")
     asyncio.run(scenario())
     refusals = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
     assert refusals and all("from peer " in m and " in room " in m for m in refusals)
@@ -437,7 +440,172 @@ def test_defaults_healthz_and_socketio_headers(tmp_path: Path) -> None:
             assert_isolated(headers)
             (s,) = await clients(server, 1)
             await s.join("lab", "sender")
-            assert await get_json(server, "/healthz") == {
+            health = await get_json(server, "/healthz")
+            assert health["counters"]["joins"] == 1
+            assert {k: v for k, v in health.items() if k != "counters"} == {
                 "ok": True, "rooms": 1, "peers": 1,
                 "by_room": {"lab": {"sender": 1, "receiver": 0, "dashboard": 0}}}
     asyncio.run(scenario())
+
+
+# -- hostile input: depth, room size, storms, floods ---------------------------------------
+
+@asynccontextmanager
+async def running_with(limits: Limits) -> AsyncIterator[RunningServer]:
+    server = await start_server("127.0.0.1", 0, limits=limits)
+    try:
+        yield server
+    finally:
+        await server.close()
+
+
+async def raw_clients(session: aiohttp.ClientSession, server: RunningServer, n: int) -> list[RawClient]:
+    clients = [await RawClient(session, server.url).connect() for _ in range(n)]
+    for c in clients:
+        c.keep = True
+    return clients
+
+
+@pytest.mark.parametrize("event,depth", [("join", 1000), ("stats", 40), ("signal", 100_000)])
+def test_deeply_nested_json_is_answered_with_an_error(event: str, depth: int,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    """Refused before json.loads: no RecursionError, an error event and a nack instead."""
+    async def scenario() -> None:
+        async with running() as server, aiohttp.ClientSession() as session:
+            (bad,) = await raw_clients(session, server, 1)
+            nested = "[" * depth + "]" * depth
+            ack = await bad.call_raw(f'["{event}",{{"room":{nested}}}]', TIMEOUT)
+            limit = f"payload is nested deeper than {validate_module.MAX_JSON_DEPTH} levels"
+            if depth * 2 > packets_module.MAX_PACKET_CHARS:
+                limit = "limit is 65536"  # so big it is refused on its size alone, first
+            assert ack == {"ok": False, "error": ack["error"]} and limit in ack["error"], ack
+            await asyncio.wait_for(_until(lambda: bad.events.get("error")), TIMEOUT)
+            assert bad.received[0] == ("error", {"event": event, "error": ack["error"]})
+            # the connection still works, and so does the server
+            assert (await bad.call("join", {"room": "lab", "role": "sender"}, TIMEOUT))["ok"]
+            (good,) = await clients(server, 1)
+            await good.join("lab", "receiver")
+    caplog.set_level(logging.WARNING)
+    asyncio.run(scenario())
+    assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
+
+
+def test_malformed_packets_are_refused_not_crashed_on(caplog: pytest.LogCaptureFixture) -> None:
+    async def scenario() -> None:
+        async with running() as server, aiohttp.ClientSession() as session:
+            (bad,) = await raw_clients(session, server, 1)
+            for raw in ('2{"join":1}', "2[]", "2[7,{}]", '2["join",{"room":'):
+                await bad.send_raw(raw)
+            await asyncio.wait_for(_until(lambda: bad.events.get("error", 0) >= 4), TIMEOUT)
+            errors = [p["error"] for name, p in bad.received if name == "error"]
+            assert sum("malformed" in e for e in errors) == 4, errors
+            assert (await bad.call("join", {"room": "lab", "role": "sender"}, TIMEOUT))["ok"]
+    caplog.set_level(logging.WARNING)
+    asyncio.run(scenario())
+    assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
+
+
+def test_a_full_room_refuses_the_join_and_the_joiner_keeps_its_room() -> None:
+    async def scenario() -> None:
+        async with running_with(Limits(max_room_peers=3)) as server:
+            a, b, c, d = await clients(server, 4)
+            await a.join("lab", "receiver")
+            await b.join("lab", "sender")
+            await c.join("lab", "dashboard")
+            await d.join("other", "sender")
+            ack = await d.call("join", {"room": "lab", "role": "sender"})
+            assert ack["ok"] is False and "room 'lab' is full (3 peers)" in ack["error"]
+            assert "--max-room-peers" in ack["error"]
+            assert (await d.next("error"))["event"] == "join"
+            health = await get_json(server, "/healthz")
+            assert health["by_room"]["other"]["sender"] == 1  # still where it was
+            assert health["counters"]["joins_refused_full"] == 1
+            assert (await b.call("join", {"room": "lab", "role": "sender", "name": "again"}))["ok"]  # a member may rejoin
+            await c.call("leave", {})
+            assert (await d.call("join", {"room": "lab", "role": "sender"}))["ok"]  # a slot is free again
+    asyncio.run(scenario())
+
+
+def test_joins_are_announced_only_to_the_roles_that_use_them() -> None:
+    async def scenario() -> None:
+        async with running() as server:
+            s1, s2, r, d = await clients(server, 4)
+            await s1.join("lab", "sender", "one")
+            await r.join("lab", "receiver")
+            assert await s1.next("peer-joined") == peer(r, "receiver")
+            ack = await s2.join("lab", "sender", "two")
+            assert ack["peers"] == [peer(r, "receiver")]  # a sender is not told of senders
+            assert await r.next("peer-joined") == peer(s2, "sender", "two")
+            ack = await d.join("lab", "dashboard")
+            assert len(ack["peers"]) == 3
+            await s2.call("leave", {})
+            assert await r.next("peer-left") == peer(s2, "sender", "two")
+            assert await d.next("peer-left") == peer(s2, "sender", "two")
+            for c in (s1, s2, r, d):
+                await c.assert_quiet()  # s1 heard nothing of s2 or d
+    asyncio.run(scenario())
+
+
+def test_a_storm_on_one_room_costs_linear_events_and_other_rooms_still_join() -> None:
+    """200 joins into one room with a receiver and a dashboard in it: each accepted join is
+    announced to those two and to the storm's other role (bounded by the room cap), not to
+    everyone; a join into another room during the storm succeeds. (Latency is measured by
+    `python -m bench.signaling_storm`, not asserted here.)"""
+    storm, cap = 200, 40
+
+    async def scenario() -> None:
+        async with running_with(Limits(max_room_peers=cap)) as server, \
+                aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+            watchers = await raw_clients(session, server, 2)
+            await watchers[0].call("join", {"room": "storm", "role": "receiver"})
+            await watchers[1].call("join", {"room": "storm", "role": "dashboard"})
+            stormers = await raw_clients(session, server, storm)
+
+            async def join(i: int, c: RawClient) -> Any:
+                return await c.call("join", {"room": "storm", "role": ("sender", "receiver")[i % 2]}, 30)
+            legit = Client()
+            joins = asyncio.gather(*(join(i, c) for i, c in enumerate(stormers)))
+            await legit.connect(server)
+            ack = await legit.call("join", {"room": "calm", "role": "sender"})
+            acks = await joins
+            assert ack["ok"] and ack["peers"] == []
+            accepted = sum(bool(a["ok"]) for a in acks)
+            assert accepted == cap - 2
+            assert all("is full" in a["error"] for a in acks if not a["ok"])
+            counters = (await get_json(server, "/healthz"))["counters"]
+            # each accepted join: <= 2 watchers + the other role (at most cap/2); each refused: 1 error
+            assert counters["events_sent"] <= accepted * (2 + cap // 2) + (storm - accepted)
+            assert counters["joins_refused_full"] == storm - accepted
+            await asyncio.gather(*(c.close() for c in stormers + watchers))
+    asyncio.run(scenario())
+
+
+def test_a_flooding_client_is_cut_off_and_logged_in_summary(caplog: pytest.LogCaptureFixture) -> None:
+    async def scenario() -> None:
+        async with running_with(Limits(events_per_s=20, burst=30)) as server, aiohttp.ClientSession() as session:
+            good_s, good_r = await clients(server, 2)
+            await good_s.join("lab", "sender")
+            await good_r.join("lab", "receiver")
+            (flooder,) = await raw_clients(session, server, 1)
+            for _ in range(2000):  # unknown events: each would cost an error event and a log line
+                await flooder.emit("hello", {})
+                if flooder.closed.is_set():
+                    break
+            await asyncio.wait_for(flooder.closed.wait(), TIMEOUT)
+            errors = [p["error"] for name, p in flooder.received if name == "error"]
+            assert sum("rate limit" in e for e in errors) == 1  # told once, not per event
+            assert len(errors) <= 30 + 1  # the burst got answers, the rest was dropped unread
+            counters = (await get_json(server, "/healthz"))["counters"]
+            assert counters["flood_disconnects"] == 1 and counters["rate_limited"] > 30
+            await good_s.call("signal", {"to": good_r.id, "type": "offer", "sdp": OFFER_SDP})
+            assert (await good_r.next("signal"))["from"] == good_s.id
+    caplog.set_level(logging.WARNING, logger="splitrtc.signaling")
+    asyncio.run(scenario())
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("splitrtc.signaling")]
+    assert len(lines) <= 12, lines  # a few in full, then counts: not one per message
+    assert any("disconnecting client" in m for m in lines)
+
+
+async def _until(predicate: Any) -> None:
+    while not predicate():
+        await asyncio.sleep(0.01)
