@@ -30,6 +30,7 @@ from receiver.service import Receiver
 from splitcore.process import cli
 from splitcore.process.cpus import add_cpus_option, pin
 from splitcore.process.loops import add_event_loop_option, run_with_loop
+from splitcore.rtc import ice
 from splitcore.rtc.signaling import SignalingError
 from splitcore.runtime.models import Manifest, ModelError
 
@@ -43,8 +44,6 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--manifest", default=None, help="models/manifest.json of the models to serve")
     p.add_argument("--threads", type=cli.positive(int, "ONNX Runtime threads per tail"), default=1,
                    help="ONNX Runtime threads per tail (default 1)")
-    p.add_argument("--ice-server", action="append", default=[],
-                   help="STUN/TURN URL (repeatable); none by default, for closed networks")
     p.add_argument("--summary", action="store_true", help="print per-sender counters as JSON at exit")
     d = Limits()
     g = p.add_argument_group("limits (what one sender, or all together, can make the receiver hold)")
@@ -63,6 +62,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     g.add_argument("--keep-closed", type=cli.positive(int, "sessions", zero_ok=True), default=d.keep_closed,
                    help="ended sessions whose counters are kept one by one; older ones are added up "
                         "(default %(default)s)")
+    ice.add_ice_options(p)
     add_event_loop_option(p)
     add_cpus_option(p)
     cli.add_log_level(p)
@@ -77,8 +77,12 @@ def limits(args: argparse.Namespace) -> Limits:
 
 
 async def run(args: argparse.Namespace) -> Receiver:
+    ice_config = ice.from_args(args)
+    log.info("%s", ice_config.describe())
+    if ice_config.aiortc_ignored:
+        log.warning("aiortc uses one STUN and one TURN url; ignored: %s", ", ".join(ice_config.aiortc_ignored))
     receiver = Receiver(args.server, args.room, args.name, Manifest.load(args.manifest),
-                        args.threads, args.ice_server, limits(args))
+                        args.threads, ice_config, limits(args))
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
 

@@ -21,6 +21,7 @@ import asyncio
 import itertools
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +32,7 @@ from receiver.limits import Limits
 from receiver.lograte import RateLimitedLog
 from receiver.session import SenderSession
 from splitcore.process.cli import logger
+from splitcore.rtc.ice import IceConfig
 from splitcore.rtc.peer import add_browser_candidate, description, new_peer_connection
 from splitcore.rtc.signaling import SignalingClient, SignalingError
 from splitcore.rtc.stats import ChannelCounter, Report, StatsPublisher, collect
@@ -56,7 +58,7 @@ class _Peer:
 class Receiver:
     def __init__(self, server: str, room: str, name: str = "receiver",
                  manifest: Manifest | None = None, threads: int = 1,
-                 ice_servers: list[str] | None = None, limits: Limits | None = None) -> None:
+                 ice_servers: IceConfig | Sequence[str] | None = None, limits: Limits | None = None) -> None:
         self.engine = TailEngine(manifest or Manifest.load(), threads)
         self.limits = limits or Limits()
         self.signaling = SignalingClient(server, room, "receiver", name)

@@ -31,6 +31,7 @@ from sender.stream import NoReceiver, SenderStream, StreamOptions
 from splitcore.process import cli
 from splitcore.process.cpus import add_cpus_option, pin
 from splitcore.process.loops import add_event_loop_option, run_with_loop
+from splitcore.rtc import ice
 from splitcore.rtc.signaling import SignalingClient, SignalingError
 from splitcore.runtime.models import Manifest, ModelError
 from splitcore.runtime.operating import OperatingPoints
@@ -81,8 +82,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--log", type=Path, default=None, help="write one JSON line per frame to FILE")
     p.add_argument("--threads", type=cli.positive(int, "ONNX Runtime threads"), default=1,
                    help="ONNX Runtime threads (default 1)")
-    p.add_argument("--ice-server", action="append", default=[], help="STUN/TURN URL (repeatable)")
     p.add_argument("--quiet", action="store_true", help="no live status line")
+    ice.add_ice_options(p)
     add_event_loop_option(p)
     add_cpus_option(p)
     cli.add_log_level(p, "warning")
@@ -131,6 +132,10 @@ def choose(args: argparse.Namespace, manifest: Manifest) -> tuple[str, CodecSpec
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     """The whole run; the summary, or GaveUp (with the summary) when it could not finish."""
+    ice_config = ice.from_args(args)  # a bad ICE list fails here, before the camera opens
+    log.info("%s", ice_config.describe())
+    if ice_config.aiortc_ignored:
+        log.warning("aiortc uses one STUN and one TURN url; ignored: %s", ", ".join(ice_config.aiortc_ignored))
     manifest = Manifest.load(args.manifest)
     split, codec, int8, choice = choose(args, manifest)
     camera = int(args.camera) if args.camera and args.camera.isdigit() else args.camera
@@ -143,7 +148,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     opts = StreamOptions(split=split, codec=codec, frames=args.frames, fps=args.fps, receiver_name=args.receiver,
                          reconnect_timeout=args.reconnect_timeout)
     signaling = SignalingClient(args.server, args.room, "sender", args.name)
-    stream = SenderStream(signaling, compute, source, ledger, opts, args.ice_server)
+    stream = SenderStream(signaling, compute, source, ledger, opts, ice_config)
     status = None
     _on_signals(stream)
     totals: dict[str, int] = {}

@@ -12,11 +12,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from aiortc import RTCDataChannel, RTCPeerConnection
 
 from splitcore.process.cli import logger
+from splitcore.rtc.ice import IceConfig
 from splitcore.rtc.peer import add_browser_candidate, description, new_peer_connection
 from splitcore.rtc.signaling import SignalingClient
 from splitcore.rtc.stats import ChannelCounter, Report, collect
@@ -35,7 +36,7 @@ class Link:
     ``connection_failed``); the owner then ``close()``s it.
     """
 
-    def __init__(self, receiver: dict, ice_servers: list[str] | None,
+    def __init__(self, receiver: dict, ice_servers: IceConfig | Sequence[str] | None,
                  on_text: Callable[[Link, str], None], on_lost: Callable[[Link, str], None]) -> None:
         self.receiver_id: str = receiver["id"]
         self.receiver_name: str = str(receiver.get("name", ""))

@@ -18,10 +18,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from splitcore.process.cli import logger
+from splitcore.rtc.ice import IceConfig
 from splitcore.rtc.signaling import SignalingClient, SignalingError
 from splitcore.rtc.stats import Report, StatsPublisher
 from splitcore.wire.codecs import CodecSpec
@@ -57,7 +59,7 @@ class NoReceiver(SignalingError):
 
 class SenderStream:
     def __init__(self, signaling: SignalingClient, compute: HeadCompute, source: FrameSource,
-                 ledger: Ledger, opts: StreamOptions, ice_servers: list[str] | None = None) -> None:
+                 ledger: Ledger, opts: StreamOptions, ice_servers: IceConfig | Sequence[str] | None = None) -> None:
         self.signaling, self.compute, self.source = signaling, compute, source
         self.ledger, self.opts, self.ice_servers = ledger, opts, ice_servers
         self.pipeline = Pipeline(source, compute, ledger, PipelineOptions(opts.split, opts.codec, opts.frames, opts.fps))
