@@ -65,7 +65,8 @@ class Receiver:
         self.signaling.on_signal(self._on_signal)
         self.ice_servers = ice_servers
         self.peers: dict[str, _Peer] = {}
-        self.publisher = StatsPublisher(self.signaling.sio, self._report, self._app)
+        self.publisher = StatsPublisher(self.signaling.sio, self._report, self._app,
+                                        ready=lambda: self.signaling.joined)
         self._fps_mark = (time.monotonic(), 0)  # (when, replies then): fps between reports
         self.closed_summaries: OrderedDict[str, dict[str, int]] = OrderedDict()
         # Final stats of ended sessions, reported (state "closed") like a browser keeps a

@@ -75,7 +75,8 @@ class SenderStream:
         self._keeper: asyncio.Task[None] | None = None
         self._closing: set[asyncio.Task[Any]] = set()
         self._refused_mark = (time.monotonic(), 0)
-        self.publisher = StatsPublisher(signaling.sio, self._report, self.app_stats)
+        self.publisher = StatsPublisher(signaling.sio, self._report, self.app_stats,
+                                        ready=lambda: signaling.joined)
 
     @property
     def receiver_id(self) -> str:

@@ -265,11 +265,16 @@ class StatsPublisher:
         report: Callable[[], Awaitable[Report]],
         app: Callable[[], dict[str, Any]],
         interval_s: float = 1.0,
+        ready: Callable[[], bool] | None = None,
     ) -> None:
         """``sio`` is a python-socketio AsyncClient; ``report`` returns the current
         report (e.g. ``lambda: collect(pc, counters)``) so that a peer that replaces its
-        connection, or serves several, decides what it covers."""
+        connection, or serves several, decides what it covers. ``ready`` says whether the
+        server will take stats now (``SignalingClient.joined``): between reconnecting and
+        rejoining its room a peer is connected but not yet in a room, and a round would be
+        refused."""
         self.sio = sio
+        self.ready = ready
         self.report = report
         self.app = app
         self.interval_s = interval_s
@@ -307,8 +312,8 @@ class StatsPublisher:
             if self.last_report:
                 self.last_rates = rates(self.last_report, report)
             self.last_report = report
-            if not self.sio.connected:
-                log.debug("stats not sent: signaling not connected")
+            if not self.sio.connected or (self.ready is not None and not self.ready()):
+                log.debug("stats not sent: signaling not connected or not in the room")
                 return False
             await self.sio.emit("stats", payload)
         except asyncio.CancelledError:
