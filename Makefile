@@ -9,7 +9,7 @@ ROOM   ?= demo
 # The CIFAR-10 tarball lives beside the repository, never in it (training, study, tests).
 export SPLITRTC_DATA ?= $(abspath ../shared/data/cifar10-jpeg.tar.xz)
 
-.PHONY: help run test test-py test-js test-slow lint setup setup-dev system-packages chromium cert bench study train clean
+.PHONY: help run test test-py test-js test-slow lint setup setup-dev system-packages chromium cert bench study train privacy clean
 
 help:           ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -47,6 +47,9 @@ train: $(VENV)/.train ## train SplitNet on CIFAR-10 (CPU, ~40 min), export, cali
 	$(PY) -m training.export build/splitnet.pt --out models
 	$(PY) -m training.calibrate
 	$(PY) -m training.quantize
+
+privacy: $(VENV)/.train ## inversion attacks at every split x codec x head (~80 min on 2 cores): results/privacy.*
+	$(PY) -m training.privacy
 
 study: setup-dev ## the split-point study (~25 min) and the operating points --split auto reads
 	$(PY) -m bench.study
