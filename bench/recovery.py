@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import signal
 import statistics
 import subprocess
@@ -166,12 +167,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, default=Path("results/recovery"))
     args = p.parse_args(argv)
     runs = []
+    load_before = [round(x, 2) for x in os.getloadavg()]  # other work on the machine shows in the seconds
     with tempfile.TemporaryDirectory() as tmp:
         for n in range(args.runs):
             r = one_run(n, Path(tmp))
             print(f"run {n + 1}: " + ", ".join(f"{k} {v}" for k, v in r.items()), flush=True)
             runs.append(r)
-    md = table(runs)
+    md = table(runs) + (f"\n\nLoad average (1, 5, 15 min) before: {load_before}, after: "
+                        f"{[round(x, 2) for x in os.getloadavg()]} (2 cores).")
     print(md)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "recovery.json").write_text(json.dumps(runs, indent=1) + "\n")
