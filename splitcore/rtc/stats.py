@@ -25,7 +25,7 @@ from typing import Any
 
 from aiortc import RTCDataChannel, RTCPeerConnection
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("splitrtc.rtc.stats")
 
 Report = list[dict[str, Any]]
 

@@ -189,7 +189,7 @@ def test_missing_private_api_omits_entry_and_warns_once(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(rtcstats, "_warned_private_api", False)
-    with caplog.at_level(logging.WARNING, logger=rtcstats.__name__):
+    with caplog.at_level(logging.WARNING, logger=rtcstats.log.name):
         assert rtcstats.transport_entry(object(), 1.0) is None
         assert rtcstats.transport_entry(object(), 2.0) is None
     assert len([r for r in caplog.records if "_get_stats" in r.getMessage()]) == 1
