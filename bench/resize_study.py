@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="how the 32x32 images are blown up to camera size (default cubic: smooth, like optics; "
                         "nearest: hard edges, the worst case for aliasing)")
     p.add_argument("--batch", type=int, default=25, help="images per round trip to the browser")
-    p.add_argument("--data", default=None, help="CIFAR-10 path (default: ../shared/data/cifar10-jpeg.tar.xz)")
+    p.add_argument("--data", default=None, help="CIFAR-10 path (default: $SPLITRTC_DATA, which the Makefile sets)")
     p.add_argument("--out", type=Path, default=ROOT / "results", help="folder for resize_study.json/.md")
     args = p.parse_args(argv)
     w, h = (int(v) for v in args.size.lower().split("x"))

@@ -610,7 +610,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--jpeg", default=",".join(map(str, JPEG_QUALITIES)), help="JPEG qualities for the baselines")
     p.add_argument("--wire-seconds", type=float, default=3.0, help="per (split, codec); 0 skips the wire test")
     p.add_argument("--fps", type=float, default=30.0)
-    p.add_argument("--data", default=None, help="CIFAR-10 path (default: ../shared/data/...)")
+    p.add_argument("--data", default=None, help="CIFAR-10 path (default: $SPLITRTC_DATA, which the Makefile sets)")
     p.add_argument("--out", type=Path, default=ROOT / "results")
     return p
 

@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--splits", default="", help="comma-separated split ids (default: all)")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--data", default=None, help="CIFAR-10 path (default: ../shared/data/...)")
+    p.add_argument("--data", default=None, help="CIFAR-10 path (default: $SPLITRTC_DATA, which the Makefile sets)")
     args = p.parse_args(argv)
     t0 = time.perf_counter()
     calib, held = load_train_images(args.images, args.held_out, args.seed, args.data)

@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--images", type=int, default=512, help="calibration images (default 512)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--splits", default="", help="comma-separated split ids (default: all)")
-    p.add_argument("--data", default=None, help="CIFAR-10 path (default: ../shared/data/...)")
+    p.add_argument("--data", default=None, help="CIFAR-10 path (default: $SPLITRTC_DATA, which the Makefile sets)")
     args = p.parse_args(argv)
     t0 = time.perf_counter()
     from splitcore.offline.datasets import load_cifar10
