@@ -1,7 +1,7 @@
 """getStats()-style reports for Python WebRTC peers.
 
 aiortc's ``RTCPeerConnection.getStats()`` returns an empty report for a connection that
-carries only data channels (measured: an aiortc data-channel-only connection reports nothing). The dashboard must treat browser and
+carries only data channels (it gathers RTP stats only). The dashboard must treat browser and
 Python peers alike, so this module builds the entries a browser would report, with the W3C
 field names and meanings:
 
