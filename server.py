@@ -8,6 +8,8 @@ streaming if this server restarts (the Python peers reconnect and rejoin by them
 
     python server.py                       # http://127.0.0.1:8080
     python server.py --host 0.0.0.0 --port 9000 --max-room-peers 256
+    SPLITRTC_SECRET=... SPLITRTC_TURN_SECRET=... python server.py --host 0.0.0.0 --port 8443 \
+        --cert build/certs/server.pem --key build/certs/server.key --ice-servers ice.json
 
 Ctrl-C or SIGTERM closes every client connection and exits 0 within 3 s.
 """
@@ -15,12 +17,18 @@ Ctrl-C or SIGTERM closes every client connection and exits 0 within 3 s.
 from __future__ import annotations
 
 import argparse
+import os
+import ssl
 import sys
 from pathlib import Path
 
-from signaling import run
+from signaling import run, token, turn
+from signaling.access import Access
+from signaling.iceplan import IcePlan
 from signaling.limits import DEFAULT_BURST, DEFAULT_EVENTS_PER_S, DEFAULT_MAX_ROOM_PEERS, Limits
+from signaling.runner import tls_context
 from splitcore.process import cli
+from splitcore.rtc import ice
 
 PROG = "server.py"
 
@@ -28,8 +36,11 @@ EPILOG = """\
 pages: /sender /receiver /dashboard, /healthz (JSON: room and peer counts, counters).
 Browser packages come from node_modules (run `npm ci` in the repo root first).
 Browsers give camera access and WASM threads only to secure contexts: use 127.0.0.1 or
-localhost, or put HTTPS in front when serving other machines.
+localhost, or --cert/--key (python -m signaling.certs, `make cert`) when serving other machines.
+Secrets come best from the environment ($SPLITRTC_SECRET, $SPLITRTC_TURN_SECRET): a command
+line is visible to every user of the machine.
 """
+ENV_TURN_SECRET = "SPLITRTC_TURN_SECRET"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -51,11 +62,42 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "0: no limit; peers send about 1 a second)")
     p.add_argument("--burst", type=cli.positive(int, "events"), default=DEFAULT_BURST, metavar="N",
                    help="events a client may send at once above the rate (default: %(default)s)")
+    a = p.add_argument_group("access control")
+    a.add_argument("--secret", default=None,
+                   help=f"turn access control on: joins need a token signed with it (python -m signaling.token); "
+                        f"default: ${token.ENV_SECRET}, else none (open server)")
+    a.add_argument("--room", default="demo", help="room of the sender URL and QR code printed at start (default: %(default)s)")
+    ice.add_ice_options(p)
+    g = p.add_argument_group("TURN credentials")
+    g.add_argument("--turn-secret", default=None,
+                   help="coturn's static-auth-secret: every join gets fresh TURN REST credentials for the "
+                        f"--ice-servers TURN urls (default: ${ENV_TURN_SECRET}, else credentials as configured)")
+    g.add_argument("--turn-ttl", type=token.parse_duration, default=turn.DEFAULT_TTL_S, metavar="DURATION",
+                   help="how long minted TURN credentials are valid: 90s, 30m, 8h (default: 6h)")
+    t = p.add_argument_group("HTTPS")
+    t.add_argument("--cert", type=Path, default=None, metavar="FILE", help="PEM certificate (chain): serve over TLS")
+    t.add_argument("--key", type=Path, default=None, metavar="FILE", help="PEM private key of --cert")
     cli.add_log_level(p)
     args = p.parse_args(argv)
     if args.static is not None and not args.static.is_dir():
         p.error(f"--static {args.static} is not a folder")
+    if (args.cert is None) != (args.key is None):
+        p.error("--cert and --key go together")
     return args
+
+
+def security(args: argparse.Namespace) -> tuple[Access, IcePlan | None, ssl.SSLContext | None]:
+    """Access rules, ICE plan and TLS context from the options; ValueError, OSError or
+    ssl.SSLError with a message a person can act on."""
+    secret = args.secret or os.environ.get(token.ENV_SECRET) or None
+    access = Access(secret)
+    turn_secret = args.turn_secret or os.environ.get(ENV_TURN_SECRET) or None
+    config = ice.load(args.ice_servers, args.relay_only, turn_credentials=turn_secret is None)
+    if turn_secret and not any(s.is_turn for s in config.servers):
+        raise ValueError("--turn-secret needs a turn: url in --ice-servers (or $SPLITRTC_ICE_SERVERS)")
+    plan = IcePlan(config, turn_secret, args.turn_ttl) if config.servers or turn_secret else None
+    ctx = tls_context(args.cert, args.key) if args.cert is not None else None
+    return access, plan, ctx
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,7 +108,12 @@ def main(argv: list[str] | None = None) -> int:
         return cli.fail(PROG, busy)
     limits = Limits(max_room_peers=args.max_room_peers, events_per_s=args.max_events_per_s, burst=args.burst)
     try:
-        run(host=args.host, port=args.port, static_dir=args.static, limits=limits)
+        access, plan, ctx = security(args)
+    except (ValueError, OSError, ssl.SSLError) as err:
+        return cli.fail(PROG, err)
+    try:
+        run(host=args.host, port=args.port, static_dir=args.static, limits=limits, access=access,
+            ice=plan, ssl_context=ctx, room=args.room)
     except OSError as err:  # lost a race for the port since the check
         return cli.fail(PROG, cli.describe_bind_error(args.host, args.port, err))
     except KeyboardInterrupt:  # only where the loop takes no signal handlers (Windows)

@@ -31,7 +31,7 @@ from splitcore.process import cli
 from splitcore.process.cpus import add_cpus_option, pin
 from splitcore.process.loops import add_event_loop_option, run_with_loop
 from splitcore.rtc import ice
-from splitcore.rtc.signaling import SignalingError
+from splitcore.rtc.signaling import SignalingError, add_access_options, credentials_from
 from splitcore.runtime.models import Manifest, ModelError
 
 log = cli.logger("receiver")
@@ -63,6 +63,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                    help="ended sessions whose counters are kept one by one; older ones are added up "
                         "(default %(default)s)")
     ice.add_ice_options(p)
+    add_access_options(p)
     add_event_loop_option(p)
     add_cpus_option(p)
     cli.add_log_level(p)
@@ -82,7 +83,7 @@ async def run(args: argparse.Namespace) -> Receiver:
     if ice_config.aiortc_ignored:
         log.warning("aiortc uses one STUN and one TURN url; ignored: %s", ", ".join(ice_config.aiortc_ignored))
     receiver = Receiver(args.server, args.room, args.name, Manifest.load(args.manifest),
-                        args.threads, ice_config, limits(args))
+                        args.threads, ice_config, limits(args), credentials_from(args))
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
 

@@ -33,8 +33,8 @@ from receiver.lograte import RateLimitedLog
 from receiver.session import SenderSession
 from splitcore.process.cli import logger
 from splitcore.rtc.ice import IceConfig
-from splitcore.rtc.peer import add_browser_candidate, description, new_peer_connection
-from splitcore.rtc.signaling import SignalingClient, SignalingError
+from splitcore.rtc.peer import add_browser_candidate, description, new_peer_connection, security_entry
+from splitcore.rtc.signaling import Credentials, SignalingClient, SignalingError
 from splitcore.rtc.stats import ChannelCounter, Report, StatsPublisher, collect
 from splitcore.runtime.models import Manifest
 
@@ -58,10 +58,11 @@ class _Peer:
 class Receiver:
     def __init__(self, server: str, room: str, name: str = "receiver",
                  manifest: Manifest | None = None, threads: int = 1,
-                 ice_servers: IceConfig | Sequence[str] | None = None, limits: Limits | None = None) -> None:
+                 ice_servers: IceConfig | Sequence[str] | None = None, limits: Limits | None = None,
+                 credentials: Credentials | None = None) -> None:
         self.engine = TailEngine(manifest or Manifest.load(), threads)
         self.limits = limits or Limits()
-        self.signaling = SignalingClient(server, room, "receiver", name)
+        self.signaling = SignalingClient(server, room, "receiver", name, credentials=credentials)
         self.signaling.on_signal(self._on_signal)
         self.ice_servers = ice_servers
         self.peers: dict[str, _Peer] = {}
@@ -282,6 +283,9 @@ class Receiver:
         report: Report = [{**e, "timestamp": now} for r in self.closed_reports.values() for e in r]
         for peer in list(self.peers.values()):
             report += await collect(peer.pc, [peer.counter] if peer.counter else [])
+            entry = security_entry(peer.pc, f"security-{peer.key}")  # pair type, DTLS cipher
+            if entry is not None:
+                report.append(entry)
         return report
 
     def _app(self) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 class Counters:
     joins: int = 0
     joins_refused_full: int = 0
+    joins_refused_token: int = 0  # joins without a valid token for that room and role
     events_sent: int = 0        # deliveries: one event to three clients counts three
     refused: int = 0            # client messages answered with an `error` event
     rate_limited: int = 0       # client messages dropped by the per-client rate limit

@@ -18,8 +18,10 @@ from typing import Any
 
 import socketio
 
+from .access import Access, TokenRefused
 from .counters import Counters
 from .errors import Refused
+from .iceplan import IcePlan
 from .logsummary import SummaryLog
 from .packets import REFUSED_EVENT
 from .rooms import Peer, Registry, RoomFull
@@ -35,10 +37,13 @@ class SignalingEvents:
     """Binds the protocol's client events to one AsyncServer and one Registry."""
 
     def __init__(self, sio: socketio.AsyncServer, registry: Registry,
-                 counters: Counters | None = None) -> None:
+                 counters: Counters | None = None, access: Access | None = None,
+                 ice: IcePlan | None = None) -> None:
         self._sio = sio
         self._registry = registry
         self.counters = counters if counters is not None else Counters()
+        self.access = access or Access(None)
+        self.ice = ice
         self._refusals = SummaryLog(log, "refusals")
         self._tasks: set[asyncio.Task[None]] = set()  # keeps late-stats tasks alive
 
@@ -56,7 +61,14 @@ class SignalingEvents:
     async def join(self, sid: str, *args: Any) -> Ack:
         req = parse_join(payload_object(args))
         try:
-            peer, old = self._registry.join(sid, req.room, req.role, req.name)
+            # Checked before anything changes: a refused join learns nothing of the room
+            # and keeps whatever membership it had.
+            grant = self.access.join(req.room, req.role, req.name, req.token)
+        except TokenRefused:
+            self.counters.joins_refused_token += 1
+            raise
+        try:
+            peer, old = self._registry.join(sid, req.room, req.role, grant.name, grant.expires)
         except RoomFull:
             self.counters.joins_refused_full += 1
             raise
@@ -67,8 +79,11 @@ class SignalingEvents:
         await self._emit_many("peer-joined", peer.public(), self._registry.audience(peer))
         if peer.role == "dashboard":
             self._spawn(self._send_last_stats(peer))
-        return {"ok": True, "id": sid, "room": peer.room, "role": peer.role,
-                "peers": [p.public() for p in self._registry.visible(peer)]}
+        ack: Ack = {"ok": True, "id": sid, "room": peer.room, "role": peer.role, "name": peer.name,
+                    "peers": [p.public() for p in self._registry.visible(peer)]}
+        if self.ice is not None and peer.role != "dashboard":
+            ack.update(self.ice.for_peer(peer.name, sid))
+        return ack
 
     async def leave(self, sid: str, *args: Any) -> Ack:
         payload_object(args, optional=True)
@@ -81,6 +96,7 @@ class SignalingEvents:
     async def signal(self, sid: str, *args: Any) -> Ack:
         payload = payload_object(args)
         source = self._joined(sid)
+        self._check_grant(source)
         req = parse_signal(payload)
         target = self._registry.relay_target(source, req.to)
         message: dict[str, Any] = {"from": sid, "type": req.type}
@@ -156,6 +172,13 @@ class SignalingEvents:
         if peer is None:
             raise Refused("join a room first")
         return peer
+
+    def _check_grant(self, peer: Peer) -> None:
+        """A peer whose token has expired sets up nothing new (its open channels go on):
+        it joins again with a fresh token."""
+        if not self.access.still_valid(peer.expires):
+            raise TokenRefused("expired", "the token this peer joined with has expired; "
+                                          "join again with a fresh one")
 
     def _room_of(self, sid: str) -> str:
         peer = self._registry.get(sid)

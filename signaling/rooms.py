@@ -40,6 +40,7 @@ class Peer:
     role: str
     name: str
     last_stats: dict[str, Any] | None = field(default=None, repr=False)
+    expires: int = 0  # Unix seconds its token is good until; 0: no token (open server)
 
     def public(self) -> dict[str, str]:
         """The `Peer` object of the protocol: never leaks room internals or stats."""
@@ -81,7 +82,8 @@ class Registry:
     def get(self, peer_id: str) -> Peer | None:
         return self._peers.get(peer_id)
 
-    def join(self, peer_id: str, room: str, role: str, name: str) -> tuple[Peer, Peer | None]:
+    def join(self, peer_id: str, room: str, role: str, name: str,
+             expires: int = 0) -> tuple[Peer, Peer | None]:
         """Add a peer; returns (new membership, old membership it had to leave, if any).
 
         The old membership is returned so the caller can tell the old room the peer left:
@@ -97,7 +99,7 @@ class Registry:
             raise RoomFull(f"room {room!r} is full ({self.max_room_peers} peers): try another room, "
                            "or ask the operator to raise --max-room-peers")
         old = self.leave(peer_id)
-        peer = Peer(id=peer_id, room=room, role=role, name=name)
+        peer = Peer(id=peer_id, room=room, role=role, name=name, expires=expires)
         self._peers[peer_id] = peer
         self._rooms.setdefault(room, Room()).add(peer)
         return peer, old
@@ -150,8 +152,12 @@ class Registry:
             raise Refused(f"signal must go sender<->receiver, not {source.role}->{target.role}")
         return target
 
+    def totals(self) -> dict[str, int]:
+        """Room and peer totals: what /healthz tells anyone (nothing about a given room)."""
+        return {"rooms": len(self._rooms), "peers": len(self._peers)}
+
     def counts(self) -> dict[str, Any]:
-        """Room and peer counts per role, for /healthz."""
+        """Room and peer counts per role, for /healthz (an admin, or an open server)."""
         rooms = {name: {role: len(members.by_role[role]) for role in ROLES}
                  for name, members in self._rooms.items()}
         return {"rooms": len(rooms), "peers": len(self._peers), "by_room": rooms}

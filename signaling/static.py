@@ -8,14 +8,24 @@ such pages, and nothing may come from a CDN: users run this on closed networks.
 
 from __future__ import annotations
 
+import json
 import logging
 import mimetypes
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
+from .access import Access
+
 log = logging.getLogger("signaling.http")
+
+MANIFEST = "manifest.json"
+# The model files of one split a page may need: the sender's head (float or int8), the
+# receiver's tail. The full model and training outputs are not served.
+SPLIT_MODEL_KEYS = ("head", "head_int8", "tail")
+MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 
 # URL name -> folder relative to the repo root, filled by `npm ci`.
 VENDOR_DIRS: dict[str, str] = {
@@ -89,16 +99,18 @@ def file_response(root: Path, relative: str) -> web.FileResponse:
 class StaticRoutes:
     """The HTTP side of the server; folders are fixed at construction."""
 
-    def __init__(self, static_dir: Path, repo_root: Path) -> None:
+    def __init__(self, static_dir: Path, repo_root: Path, access: Access | None = None) -> None:
         self.static_dir = static_dir
         self.repo_root = repo_root
         self.models_dir = repo_root / "models"
+        self.access = access or Access(None)
+        self._served: tuple[tuple[int, int], frozenset[str]] | None = None  # manifest (mtime, size) -> files
 
     def add_to(self, app: web.Application) -> None:
         app.on_response_prepare.append(add_isolation_headers)
         app.router.add_get("/", self.index)
         for url, filename in PAGES.items():
-            app.router.add_get(url, self._page_handler(filename))
+            app.router.add_get(url, self._page_handler(url, filename))
         app.router.add_get("/static/{path:.+}", self.static)
         app.router.add_get("/vendor/{name}/{path:.+}", self.vendor)
         app.router.add_get("/models/{path:.+}", self.models)
@@ -109,18 +121,40 @@ class StaticRoutes:
         return web.Response(text=FALLBACK_INDEX, content_type="text/html")
 
     def _page_handler(
-            self, filename: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+            self, url: str, filename: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         async def page(request: web.Request) -> web.StreamResponse:
             if not (self.static_dir / filename).is_file():
                 raise web.HTTPNotFound(text=f"{filename} is not in {self.static_dir} yet\n")
-            return file_response(self.static_dir, filename)
+            response = file_response(self.static_dir, filename)
+            self.access.page_cookie(request, response, url)
+            return response
         return page
 
     async def static(self, request: web.Request) -> web.StreamResponse:
         return file_response(self.static_dir, request.match_info["path"])
 
     async def models(self, request: web.Request) -> web.StreamResponse:
-        return file_response(self.models_dir, request.match_info["path"])
+        """The manifest and the split model files it lists, to a page that may have them."""
+        self.access.check_models(request)
+        path = request.match_info["path"]
+        if path not in self.served_models():
+            raise web.HTTPNotFound(text=f"not found: {path} (only the manifest and the head and tail "
+                                        "files it lists are served)\n")
+        return file_response(self.models_dir, path)
+
+    def served_models(self) -> frozenset[str]:
+        """``manifest.json`` and the files its splits name, re-read when the manifest changes
+        (a re-export while the server runs)."""
+        manifest = self.models_dir / MANIFEST
+        try:
+            st = manifest.stat()
+        except OSError:
+            return frozenset()
+        key = (st.st_mtime_ns, st.st_size)
+        if self._served is None or self._served[0] != key:
+            self._served = (key, frozenset({MANIFEST, *_split_files(manifest, st.st_size)}))
+        return self._served[1]
+
 
     async def vendor(self, request: web.Request) -> web.StreamResponse:
         name = request.match_info["name"]
@@ -134,3 +168,26 @@ class StaticRoutes:
                 text=f"{VENDOR_DIRS[name]} is missing: run the setup (`npm ci` in "
                      f"{self.repo_root}) to install the browser packages\n")
         return file_response(folder, request.match_info["path"])
+
+
+def _split_files(manifest: Path, size: int) -> list[str]:
+    """The model files a page may need, by the manifest; none if it is unreadable (it is
+    then served alone, so the page can say what is wrong with it)."""
+    if size > MAX_MANIFEST_BYTES:
+        log.error("%s is %d bytes: not read for the list of model files", manifest, size)
+        return []
+    try:
+        data: Any = json.loads(manifest.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        log.error("cannot read %s for the list of model files: %s", manifest, exc)
+        return []
+    splits = data.get("splits") if isinstance(data, dict) else None
+    files = []
+    for split in splits if isinstance(splits, list) else []:
+        for key in SPLIT_MODEL_KEYS:
+            entry = split.get(key) if isinstance(split, dict) else None
+            name = entry.get("file") if isinstance(entry, dict) else None
+            if isinstance(name, str) and name and "/" not in name and "\\" not in name:
+                files.append(name)
+    return files
+

@@ -121,12 +121,7 @@ def verify(secret: str | bytes, token: object, room: str | None, role: str,
     except jwt.InvalidTokenError as exc:  # DecodeError, InvalidAlgorithmError, ...
         raise TokenError("malformed", f"token is not a valid JWT: {exc}") from None
     claims = _claims(raw)
-    t = time.time() if now is None else now
-    if t >= claims.exp + leeway_s:
-        raise TokenError("expired", f"token expired {_ago(t - claims.exp)} ago; mint a new one")
-    if claims.iat > t + leeway_s:
-        raise TokenError("not_yet_valid", "token is issued in the future: check the clocks of this "
-                                          "server and of the machine that minted it")
+    _check_time(claims, now, leeway_s)
     if room is None:
         if claims.room != ALL_ROOMS:
             raise TokenError("wrong_room",
@@ -136,6 +131,49 @@ def verify(secret: str | bytes, token: object, room: str | None, role: str,
     if not claims.allows(role):
         raise TokenError("role_not_allowed", f"token allows {', '.join(sorted(claims.roles))}, not {role!r}")
     return claims
+
+
+def verify_any_room(secret: str | bytes, token: object, roles: Iterable[str],
+                    now: float | None = None, leeway_s: float = LEEWAY_S) -> Claims:
+    """The claims of ``token`` if it is valid for some room and allows one of ``roles``.
+
+    For what is not tied to one room, such as the model files a sender or receiver page
+    fetches: any member of any room may have them, a stranger may not."""
+    wanted = tuple(roles)
+    if not wanted:
+        raise ValueError("verify_any_room needs at least one role")
+    last: TokenError | None = None
+    for role in wanted:
+        try:
+            # the token's own room: the signature check in verify() makes it trustworthy
+            claims = verify(secret, token, _room_of(token) or "-", role, now, leeway_s)
+        except TokenError as exc:
+            if exc.reason != "role_not_allowed":
+                raise
+            last = exc
+        else:
+            return claims
+    assert last is not None
+    raise TokenError("role_not_allowed", f"{last}; this needs one of {', '.join(wanted)}")
+
+
+def _room_of(token: object) -> str:
+    """The unverified room claim, only to pick what ``verify`` then checks with the signature."""
+    try:
+        room = (jwt.decode(token, options={"verify_signature": False}).get("room")
+                if isinstance(token, str) and len(token) <= MAX_TOKEN_CHARS else None)
+    except jwt.InvalidTokenError:
+        return ""
+    return room if isinstance(room, str) else ""
+
+
+def _check_time(claims: Claims, now: float | None, leeway_s: float) -> None:
+    t = time.time() if now is None else now
+    if t >= claims.exp + leeway_s:
+        raise TokenError("expired", f"token expired {_ago(t - claims.exp)} ago; mint a new one")
+    if claims.iat > t + leeway_s:
+        raise TokenError("not_yet_valid", "token is issued in the future: check the clocks of this "
+                                          "server and of the machine that minted it")
 
 
 def _claims(raw: dict) -> Claims:

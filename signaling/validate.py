@@ -13,6 +13,7 @@ from typing import Any
 
 from .errors import Refused
 from .rooms import ROLES
+from .token import MAX_TOKEN_CHARS
 
 MAX_PAYLOAD_BYTES = 64 * 1024
 # Deepest JSON nesting accepted in a packet, counting Socket.IO's own [event, payload] array.
@@ -39,6 +40,7 @@ class JoinRequest:
     room: str
     role: str
     name: str
+    token: str | None = None
 
 
 @dataclass(frozen=True)
@@ -106,7 +108,8 @@ def parse_join(payload: dict[str, Any]) -> JoinRequest:
     if role not in ROLES:
         raise Refused(f"role must be one of {', '.join(ROLES)}, got {role!r}")
     name = _string(payload, "name", max_chars=MAX_NAME_CHARS, required=False) or ""
-    return JoinRequest(room=room, role=role, name=name)
+    token = _string(payload, "token", max_chars=MAX_TOKEN_CHARS, required=False) or None
+    return JoinRequest(room=room, role=role, name=name, token=token)
 
 
 def parse_signal(payload: dict[str, Any]) -> SignalRequest:
@@ -124,7 +127,17 @@ def parse_signal(payload: dict[str, Any]) -> SignalRequest:
     return SignalRequest(to, kind, sdp, None)
 
 
+STATS_FIELDS = ("report", "app")
+
+
 def parse_stats(payload: dict[str, Any]) -> StatsRequest:
+    """A peer's stats, which are always published as its own: the server stamps who sent them
+    (``from``, ``role``, ``name``), so any other field, such as a ``from`` naming another
+    peer, is refused rather than passed on or silently dropped."""
+    extra = sorted(set(payload) - set(STATS_FIELDS))
+    if extra:
+        shown = ", ".join(repr(k[:MAX_EVENT_CHARS]) for k in extra[:4])
+        raise Refused(f"stats take only 'report' and 'app' (the server says who sent them); got {shown}")
     report = payload.get("report")
     if not isinstance(report, list) or not all(isinstance(e, dict) for e in report):
         raise Refused(f"'report' must be an array of objects, got {_json_type(report)}")

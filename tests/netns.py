@@ -203,15 +203,19 @@ class Testnet:
     def start_coturn(self, secret: str, log_name: str = "turnserver.log") -> Coturn:
         return Coturn.start(self, secret, self.workdir / log_name)
 
-    def start_signaling(self, port: int = 8080, extra: Sequence[str] = ()) -> tuple[str, str]:
+    def start_signaling(self, port: int = 8080, extra: Sequence[str] = (), ca: Path | None = None) -> tuple[str, str]:
         """``server.py`` in the relay namespace on every address; returns the URLs the device
-        side and the server side use to reach it."""
+        side and the server side use to reach it. ``ca``: the server serves HTTPS (``extra``
+        has its --cert/--key) with a certificate signed by this CA, which the probe trusts."""
         log = self.workdir / "server.log"
         proc = self.python(self.relay, ["server.py", "--host", "0.0.0.0", "--port", str(port), *extra], log)
-        device_url, server_url = f"http://{self.ip.relay_dev}:{port}", f"http://{self.ip.relay_srv}:{port}"
+        scheme = "https" if ca is not None else "http"
+        device_url, server_url = f"{scheme}://{self.ip.relay_dev}:{port}", f"{scheme}://{self.ip.relay_srv}:{port}"
+        context = f"ssl.create_default_context(cafile={str(ca)!r})" if ca is not None else "None"
         deadline = time.monotonic() + 30
         while True:
-            probe = self.run(self.device, [PY, "-c", f"import urllib.request as u; u.urlopen('{device_url}/healthz', timeout=2)"],
+            probe = self.run(self.device, [PY, "-c", "import ssl, urllib.request as u; "
+                                                     f"u.urlopen('{device_url}/healthz', timeout=2, context={context})"],
                              check=False)
             if probe.returncode == 0:
                 return device_url, server_url

@@ -121,16 +121,18 @@ class IceConfig:
         return f"ICE servers from {self.source}: {text}; {policy}"
 
 
-def parse_servers(data: object, source: str = "ICE servers") -> tuple[IceServer, ...]:
-    """Validate a decoded JSON list of ``RTCIceServer`` dictionaries."""
+def parse_servers(data: object, source: str = "ICE servers",
+                  turn_credentials: bool = True) -> tuple[IceServer, ...]:
+    """Validate a decoded JSON list of ``RTCIceServer`` dictionaries. ``turn_credentials=False``
+    lets a TURN entry come without them (``server.py --turn-secret`` mints them per peer)."""
     if not isinstance(data, list):
         raise IceConfigError(f"{source}: expected a JSON list of RTCIceServer objects, got {_json_type(data)}")
     if len(data) > MAX_SERVERS:
         raise IceConfigError(f"{source}: {len(data)} servers, at most {MAX_SERVERS} are accepted")
-    return tuple(_server(entry, f"{source}[{i}]") for i, entry in enumerate(data))
+    return tuple(_server(entry, f"{source}[{i}]", turn_credentials) for i, entry in enumerate(data))
 
 
-def _server(entry: object, where: str) -> IceServer:
+def _server(entry: object, where: str, turn_credentials: bool = True) -> IceServer:
     if not isinstance(entry, dict):
         raise IceConfigError(f"{where}: expected an object with 'urls', got {_json_type(entry)}")
     unknown = set(entry) - _KNOWN_KEYS
@@ -151,7 +153,7 @@ def _server(entry: object, where: str) -> IceServer:
                              f"got {entry.get('credentialType')!r}")
     username = _optional_text(entry, "username", where)
     credential = _optional_text(entry, "credential", where)
-    if any(u.startswith("turn") for u in urls) and (username is None or credential is None):
+    if turn_credentials and any(u.startswith("turn") for u in urls) and (username is None or credential is None):
         raise IceConfigError(f"{where}: a turn:/turns: url needs both 'username' and 'credential' "
                              "(or let server.py --turn-secret mint them)")
     return IceServer(tuple(urls), username, credential)
@@ -178,7 +180,7 @@ def _optional_text(entry: Mapping[str, Any], key: str, where: str) -> str | None
     return value
 
 
-def load_servers(spec: str, source: str | None = None) -> tuple[IceServer, ...]:
+def load_servers(spec: str, source: str | None = None, turn_credentials: bool = True) -> tuple[IceServer, ...]:
     """Servers from ``spec``: inline JSON if it starts with ``[`` (or ``{``, to refuse a lone
     object clearly), else a file path."""
     text = spec.strip()
@@ -200,20 +202,21 @@ def load_servers(spec: str, source: str | None = None) -> tuple[IceServer, ...]:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise IceConfigError(f"{where}: not valid JSON: {exc}") from None
-    return parse_servers(data, where)
+    return parse_servers(data, where, turn_credentials)
 
 
 def load(ice_servers: str | None = None, relay_only: bool = False,
-         environ: Mapping[str, str] | None = None) -> IceConfig:
+         environ: Mapping[str, str] | None = None, turn_credentials: bool = True) -> IceConfig:
     """The configuration from an ``--ice-servers`` value, else ``$SPLITRTC_ICE_SERVERS``,
-    else none (host candidates only: the project works on loopback and closed networks)."""
+    else none (host candidates only: the project works on loopback and closed networks).
+    ``turn_credentials=False``: TURN entries may lack them (the server mints them)."""
     env = os.environ if environ is None else environ
     if ice_servers:
-        return IceConfig(load_servers(ice_servers), relay_only, f"--ice-servers {ice_servers}")
+        return IceConfig(load_servers(ice_servers, None, turn_credentials), relay_only, f"--ice-servers {ice_servers}")
     if env.get(ENV, "").strip():
         spec = env[ENV]
         where = f"${ENV}" if spec.strip().startswith(("[", "{")) else f"${ENV} ({spec})"
-        return IceConfig(load_servers(spec, where), relay_only, where)
+        return IceConfig(load_servers(spec, where, turn_credentials), relay_only, where)
     return IceConfig((), relay_only, "default")
 
 

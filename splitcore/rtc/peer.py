@@ -10,6 +10,7 @@ which aiortc's ``getStats()`` does not, so the dashboard can show it beside a br
 """
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -104,6 +105,23 @@ def security(pc: RTCPeerConnection) -> Security:
         except AttributeError:
             pass
     return Security(**fields)
+
+
+SECURITY_TYPE = "security"
+
+
+def security_entry(pc: RTCPeerConnection, entry_id: str = SECURITY_TYPE,
+                   now: float | None = None) -> dict[str, Any] | None:
+    """``security(pc)`` as a stats-report entry (``type: "security"``, the same fields a
+    browser page reports from its getStats), or None before the connection has any.
+
+    A report carries one per connection, so the dashboard shows each peer's candidate pair
+    type and DTLS cipher whatever it runs on."""
+    fields = security(pc).entry()
+    if not fields:
+        return None
+    return {"type": SECURITY_TYPE, "id": entry_id, "timestamp": time.time() * 1000.0 if now is None else now,
+            **fields}
 
 
 def _nominated_pair(dtls: Any) -> Any:

@@ -12,14 +12,23 @@ new id, so peer ids change across a reconnect: match peers by role and name, not
 Only after ``give_up_after`` seconds without a server does the client give up, which its
 owner sees as state ``"lost"``, a ``("lost", ...)`` peer event, ``until_lost()`` raising,
 and ``wait_for_peer``/``wait_joined``/``signal`` raising ``SignalingError``.
+
+A server started with ``--secret`` needs a room token in the join (``token``: the CLIs'
+``--token`` or ``$SPLITRTC_TOKEN``); an ``https://`` server with a private CA is trusted
+with ``ca`` (``--ca FILE``), or the standard ``$SSL_CERT_FILE``.
 """
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import random
-from collections.abc import Awaitable, Callable
+import ssl
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, NoReturn
 
 import aiohttp
@@ -33,8 +42,50 @@ RejoinHandler = Callable[[str], Awaitable[None]]
 NEW, JOINED, RECONNECTING, LOST, CLOSED = "new", "joined", "reconnecting", "lost", "closed"
 
 
+ENV_TOKEN = "SPLITRTC_TOKEN"
+
+
 class SignalingError(RuntimeError):
     """The signaling server refused us, could not be reached, or did not answer in time."""
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """What a peer shows the server: a room token (None on an open server) and the CA file
+    that vouches for an ``https://`` server's certificate (None: the system's, or
+    ``$SSL_CERT_FILE``)."""
+
+    token: str | None = None
+    ca: Path | None = None
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """A context trusting ``ca`` (verification stays on); None: aiohttp's default."""
+        if self.ca is None:
+            return None
+        try:
+            return ssl.create_default_context(cafile=str(self.ca))
+        except (OSError, ssl.SSLError) as exc:
+            raise SignalingError(f"cannot use --ca {self.ca}: {exc}") from None
+
+
+def add_access_options(parser: argparse.ArgumentParser) -> None:
+    """``--token`` and ``--ca``, the same on every peer command."""
+    group = parser.add_argument_group("access (servers started with --secret, https:// servers)")
+    group.add_argument("--token", default=None,
+                       help=f"room token for the join (python -m signaling.token); default: ${ENV_TOKEN} "
+                            "(prefer it: a command line is visible to every user of the machine)")
+    group.add_argument("--ca", type=Path, default=None, metavar="FILE",
+                       help="PEM CA certificate that signed the server's (python -m signaling.certs makes "
+                            "build/certs/ca.pem); default: the system's, or $SSL_CERT_FILE")
+
+
+def credentials_from(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> Credentials:
+    """The credentials of a command parsed with :func:`add_access_options`; SignalingError if
+    ``--ca`` is not a readable file (said at start, not at the first connection)."""
+    env = os.environ if environ is None else environ
+    creds = Credentials(getattr(args, "token", None) or env.get(ENV_TOKEN) or None, getattr(args, "ca", None))
+    creds.ssl_context()  # fail now on a bad CA file
+    return creds
 
 
 def _root_cause(exc: BaseException) -> str:
@@ -65,11 +116,18 @@ class SignalingClient:
 
     def __init__(self, url: str, room: str, role: str, name: str = "", *,
                  give_up_after: float = 60.0, backoff: tuple[float, float] = (0.25, 5.0),
-                 call_timeout: float = 10.0) -> None:
+                 call_timeout: float = 10.0, credentials: Credentials | None = None) -> None:
         """``give_up_after``: seconds of failed reconnection before the client is lost;
         ``backoff``: (first, longest) wait between attempts, doubled each time, +-25% jitter;
-        ``call_timeout``: the longest wait for the server's answer to a ``signal``."""
+        ``call_timeout``: the longest wait for the server's answer to a ``signal``;
+        ``credentials``: token and CA (default: none, for an open ``http://`` server)."""
         self.url, self.room, self.role, self.name = url, room, role, name
+        self.credentials = credentials or Credentials()
+        self._ssl = self.credentials.ssl_context()
+        # What the last join ack said: the name the server shows (a token's, when it has
+        # one) and the ICE servers it hands out (None when it hands out none).
+        self.granted_name = name
+        self.ice_servers: list[dict[str, Any]] | None = None
         self.give_up_after, self.backoff, self.call_timeout = give_up_after, backoff, call_timeout
         # handle_sigint=False: python-engineio would otherwise install a SIGINT handler that
         # cancels every task of the program. Reconnection is ours (rejoin, give-up deadline).
@@ -142,7 +200,10 @@ class SignalingClient:
             await self._drop_transport()
             raise
         try:
-            ack = await self._call("join", {"room": self.room, "role": self.role, "name": self.name}, timeout)
+            join: dict[str, Any] = {"room": self.room, "role": self.role, "name": self.name}
+            if self.credentials.token:
+                join["token"] = self.credentials.token
+            ack = await self._call("join", join, timeout)
             if not isinstance(ack, dict) or not ack.get("ok") or not isinstance(ack.get("id"), str):
                 raise SignalingError(f"join refused by {self.url}: "
                                      f"{ack.get('error') if isinstance(ack, dict) else ack}")
@@ -154,6 +215,9 @@ class SignalingClient:
     def _accept_join(self, ack: dict) -> None:
         self.id = ack["id"]
         self.peers = {p["id"]: p for p in ack.get("peers", []) if isinstance(p, dict) and "id" in p}
+        name, servers = ack.get("name"), ack.get("iceServers")
+        self.granted_name = name if isinstance(name, str) else self.name
+        self.ice_servers = servers if isinstance(servers, list) else None
         self._set_state(JOINED)
 
     async def _drop_transport(self) -> None:
@@ -171,7 +235,8 @@ class SignalingClient:
     def _new_http_session(self) -> aiohttp.ClientSession:
         """python-engineio's factory for its HTTP session: ours, so a failed attempt's
         session can be closed (engineio closes it after a connection, not after a failure)."""
-        self._http = aiohttp.ClientSession()
+        connector = aiohttp.TCPConnector(ssl=self._ssl) if self._ssl is not None else None
+        self._http = aiohttp.ClientSession(connector=connector)
         return self._http
 
     # -- using it ----------------------------------------------------------------------

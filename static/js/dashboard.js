@@ -162,11 +162,15 @@ function createRow(peer) {
   swatch.className = "swatch";
   const nameEl = document.createElement("span");
   nameEl.className = "peer-name";
-  cells.name.append(swatch, nameEl);
+  // candidate pair type and DTLS cipher, under the name (see securityOf)
+  const security = document.createElement("small");
+  security.className = "security";
+  security.style.display = "block";
+  cells.name.append(swatch, nameEl, security);
   const badge = document.createElement("span");
   badge.className = "badge";
   cells.state.append(badge);
-  const row = { tr, cells, nameEl, swatch, badge };
+  const row = { tr, cells, nameEl, swatch, badge, security };
   rows.set(peer.id, row);
   return row;
 }
@@ -186,6 +190,9 @@ function updateRow(row, peer, now) {
   const [state, kind] = peerState(peer, now);
   setText(row.badge, state);
   row.badge.dataset.kind = kind;
+  const [secText, secTitle] = securityOf(peer);
+  setText(row.security, secText);
+  row.security.title = secTitle;
   row.cells.state.dataset.value = kind;
   for (const [key, , cell] of COLUMNS) {
     if (!cell) continue;
@@ -195,6 +202,23 @@ function updateRow(row, peer, now) {
     if (typeof value === "number") td.dataset.value = String(value);
     else delete td.dataset.value;
   }
+}
+
+/**
+ * [text, title] of a peer's connection security: the candidate pair type (host, srflx,
+ * relay) and DTLS cipher, from the "security" entries of its report (browser and Python
+ * peers alike; a receiver has one per sender). Empty until a peer reports one.
+ */
+function securityOf(peer) {
+  const entries = peer.report.filter((e) => e && e.type === "security");
+  const str = (v) => (typeof v === "string" && v.length <= 80 ? v : "");
+  const types = [...new Set(entries.map((e) => str(e.candidatePairType)).filter(Boolean))];
+  const ciphers = [...new Set(entries.map((e) => str(e.dtlsCipher)).filter(Boolean))];
+  const versions = [...new Set(entries.map((e) => str(e.tlsVersion)).filter(Boolean))];
+  if (!types.length && !ciphers.length) return ["", ""];
+  const text = `${types.join("/") || "?"} · ${ciphers.join(", ") || "no DTLS yet"}`;
+  return [text, `candidate pair: ${types.join(", ") || "unknown"}; DTLS ${versions.join(", ") || "?"} ` +
+    `${ciphers.join(", ") || "?"}`];
 }
 
 function sortedPeers() {

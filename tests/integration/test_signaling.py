@@ -101,7 +101,8 @@ def test_join_lists_peers_and_announces_arrivals_and_departures() -> None:
         async with running() as server:
             s, r, d, other = await clients(server, 4)
             ack = await s.join("lab", "sender", "cam-1")
-            assert ack == {"ok": True, "id": s.id, "room": "lab", "role": "sender", "peers": []}
+            assert ack == {"ok": True, "id": s.id, "room": "lab", "role": "sender", "name": "cam-1",
+                           "peers": []}
             ack = await r.join("lab", "receiver")
             assert ack["peers"] == [peer(s, "sender", "cam-1")]
             assert await s.next("peer-joined") == peer(r, "receiver")
@@ -334,6 +335,9 @@ def test_a_bug_in_a_handler_does_not_stop_the_server(monkeypatch: pytest.MonkeyP
 
 # -- HTTP ----------------------------------------------------------------------------------
 
+MANIFEST = '{"splits": [{"id": "s", "head": {"file": "head.onnx"}}], "full": {"file": "splitnet.onnx"}}'
+
+
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
     """A small repo tree: pages, a vendor package, models, and a secret outside them all."""
@@ -344,7 +348,8 @@ def repo(tmp_path: Path) -> Path:
         "node_modules/onnxruntime-web/dist/ort.mjs": "export {};",
         "node_modules/onnxruntime-web/dist/ort-wasm-simd-threaded.wasm": "\0asm",
         "node_modules/socket.io-client/dist/socket.io.esm.min.js": "export {};",
-        "models/manifest.json": "{}", "models/head.onnx": "ONNX",
+        "models/manifest.json": MANIFEST, "models/head.onnx": "ONNX",
+        "models/splitnet.onnx": "FULL-MODEL", "models/operating_points.json": "{}",
         "secret.txt": "TOP-SECRET",
     }
     for name, text in files.items():
@@ -384,8 +389,11 @@ def test_pages_files_and_mime_types(repo: Path) -> None:
         ("/vendor/onnxruntime-web/ort.mjs", 200, "text/javascript", "export {};"),
         ("/vendor/onnxruntime-web/ort-wasm-simd-threaded.wasm", 200, "application/wasm", None),
         ("/vendor/socket.io/socket.io.esm.min.js", 200, "text/javascript", None),
-        ("/models/manifest.json", 200, "application/json", "{}"),
+        ("/models/manifest.json", 200, "application/json", MANIFEST),
         ("/models/head.onnx", 200, "application/octet-stream", "ONNX"),
+        # only what a page needs: not the full model, not other files of models/
+        ("/models/splitnet.onnx", 404, "text/plain", None),
+        ("/models/operating_points.json", 404, "text/plain", None),
     ]
 
     async def scenario() -> None:
@@ -425,7 +433,8 @@ def test_paths_outside_the_served_folders_are_refused(repo: Path, path: str) -> 
     async def scenario() -> None:
         async with running(repo) as server:
             status, headers, text = await fetch(server, path)
-            assert status == 403 and "TOP-SECRET" not in text
+            # /models/ serves only the files its manifest lists: anything else is "not found"
+            assert status in ((403, 404) if path.startswith("/models/") else (403,)) and "TOP-SECRET" not in text
             assert_isolated(headers)
     asyncio.run(scenario())
 

@@ -15,16 +15,47 @@ export function iceServersFrom(param) {
   return (param ? param.split(',') : []).filter(Boolean).map((u) => ({ urls: u.trim() }));
 }
 
+const PAIR_RANK = { host: 0, prflx: 1, srflx: 1, relay: 2 };
+
+/**
+ * The security entry of a getStats() report, or null before a candidate pair is selected
+ * and DTLS is up. candidatePairType is the "furthest" end's type (relay if either is).
+ */
+export function securityEntry(stats, prefix = '') {
+  const byId = new Map();
+  for (let s of stats?.values?.() ?? stats ?? []) {
+    if (Array.isArray(s)) s = s[1];
+    if (s?.id) byId.set(s.id, s);
+  }
+  const transport = [...byId.values()].find((s) => s.type === 'transport');
+  if (!transport) return null;
+  const e = { type: 'security', id: `${prefix}security`, timestamp: transport.timestamp };
+  for (const k of ['tlsVersion', 'dtlsCipher', 'dtlsState']) if (typeof transport[k] === 'string') e[k] = transport[k];
+  const pair = byId.get(transport.selectedCandidatePairId);
+  const local = pair && byId.get(pair.localCandidateId);
+  const remote = pair && byId.get(pair.remoteCandidateId);
+  if (local?.candidateType && remote?.candidateType) {
+    e.localCandidateType = local.candidateType;
+    e.remoteCandidateType = remote.candidateType;
+    e.candidatePairType = (PAIR_RANK[local.candidateType] ?? 0) >= (PAIR_RANK[remote.candidateType] ?? 0)
+      ? local.candidateType : remote.candidateType;
+    if (typeof local.protocol === 'string') e.protocol = local.protocol;
+  }
+  return e.dtlsCipher || e.candidatePairType ? e : null;
+}
+
 export class PeerLink {
   /**
    * @param {import('./signaling.js').Signaling} signaling
    * @param {string} remoteId the peer's Socket.IO id
-   * @param {{iceServers?: RTCIceServer[]}} [opts]
+   * @param {{iceServers?: RTCIceServer[]}} [opts] iceServers: the page's own list (`?ice=`);
+   *   empty: those the server handed out in the join ack, with its transport policy
    */
   constructor(signaling, remoteId, { iceServers = [] } = {}) {
     this.signaling = signaling;
     this.remoteId = remoteId;
-    this.pc = new RTCPeerConnection({ iceServers });
+    this.config = typeof signaling.rtcConfig === 'function' ? signaling.rtcConfig(iceServers) : { iceServers };
+    this.pc = new RTCPeerConnection(this.config);
     this._outgoing = [];   // local candidates waiting for our description to be sent
     this._described = false;
     this._incoming = [];   // remote candidates waiting for the remote description
@@ -85,9 +116,17 @@ export class PeerLink {
     for (const c of this._incoming.splice(0)) await this.addCandidate(c);
   }
 
-  /** data-channel and transport entries of this connection (ids prefixed when asked). */
+  /**
+   * data-channel and transport entries of this connection (ids prefixed when asked), and a
+   * "security" entry: the selected candidate pair's type and the DTLS version and cipher,
+   * with the fields Python peers report (splitcore/rtc/peer.py security_entry).
+   */
   async report({ prefix = '', state } = {}) {
-    return reportEntries(await this.pc.getStats(), { prefix, state });
+    const stats = await this.pc.getStats();
+    const out = reportEntries(stats, { prefix, state });
+    const sec = securityEntry(stats, prefix);
+    if (sec) out.push(sec);
+    return out;
   }
 
   close() {

@@ -10,6 +10,12 @@
  * "joined", "reconnecting", "refused", "closed"), and the "state" event reports each change
  * so a page can show it.
  *
+ * Access and ICE (docs/signaling.md): a server started with --secret needs a room token in the
+ * join, taken from the page's `?token=`; the join ack may carry the ICE servers to use
+ * (`iceServers`, with TURN credentials minted for this peer) and `iceTransportPolicy`, which
+ * `?relay=1` forces to "relay". PeerLink (peer.js) reads both from here, so no page
+ * hard-codes a STUN or TURN host.
+ *
  * socket.io-client comes from our server (/vendor/socket.io/, npm package), never a CDN.
  * @module signaling
  */
@@ -22,19 +28,33 @@ export class SignalingError extends Error {
   constructor(message) { super(message); this.name = 'SignalingError'; }
 }
 
+/** The page's query parameters (none outside a browser page, e.g. under node --test). */
+function pageParams() {
+  return new URLSearchParams(globalThis.location?.search ?? '');
+}
+
 /** Server events a page can listen to, besides this client's own "joined", "state", "disconnect". */
 const SERVER_EVENTS = ['signal', 'peer-joined', 'peer-left', 'stats', 'error'];
 
 export class Signaling {
   /**
-   * @param {{room: string, role: string, name?: string, url?: string}} opts
+   * @param {{room: string, role: string, name?: string, url?: string, token?: string, relay?: boolean}} opts
+   *   token: room token for the join (default: the page's `?token=`); relay: relayed (TURN)
+   *   candidates only (default: the page's `?relay=1`, or the server's --relay-only)
    */
-  constructor({ room, role, name = '', url = location.origin }) {
+  constructor({ room, role, name = '', url = globalThis.location?.origin, token = pageParams().get('token') ?? '',
+    relay = pageParams().get('relay') === '1' }) {
     if (!ROOM_RE.test(room)) throw new SignalingError(`room "${room}" must match [A-Za-z0-9_.-]{1,64}`);
     this.room = room;
     this.role = role;
     this.name = name;
     this.url = url;
+    this.token = token;
+    this.relay = relay;
+    /** @type {RTCIceServer[]} ICE servers from the last join ack (empty: none handed out) */
+    this.iceServers = [];
+    /** "relay" or "all": what the last join ack asked for, "relay" whenever `relay` is set */
+    this.iceTransportPolicy = relay ? 'relay' : 'all';
     this.id = '';
     /** @type {Map<string, {id: string, role: string, name: string}>} */
     this.peers = new Map();
@@ -124,7 +144,9 @@ export class Signaling {
   async _join(timeoutMs) {
     let ack;
     try {
-      ack = await this.socket.timeout(timeoutMs).emitWithAck('join', { room: this.room, role: this.role, name: this.name });
+      const join = { room: this.room, role: this.role, name: this.name };
+      if (this.token) join.token = this.token;
+      ack = await this.socket.timeout(timeoutMs).emitWithAck('join', join);
     } catch (e) {
       throw new SignalingError(`join got no answer from ${this.url}: ${e.message}`);
     }
@@ -134,6 +156,8 @@ export class Signaling {
     }
     const before = this.peers;
     this.id = ack.id;
+    if (Array.isArray(ack.iceServers)) this.iceServers = ack.iceServers;
+    this.iceTransportPolicy = this.relay || ack.iceTransportPolicy === 'relay' ? 'relay' : 'all';
     this.peers = new Map((ack.peers ?? []).map((p) => [p.id, p]));
     this.joins += 1;
     this._setState('joined');
@@ -166,6 +190,11 @@ export class Signaling {
   async signal(to, type, fields = {}) {
     const ack = await this.socket.timeout(10000).emitWithAck('signal', { to, type, ...fields });
     if (!ack?.ok) throw new SignalingError(`${type} to ${to} refused: ${ack?.error ?? JSON.stringify(ack)}`);
+  }
+
+  /** The RTCPeerConnection configuration this room's peers use (see PeerLink). */
+  rtcConfig(iceServers = []) {
+    return { iceServers: iceServers.length ? iceServers : this.iceServers, iceTransportPolicy: this.iceTransportPolicy };
   }
 
   /** Publish a `stats` {report, app} event (no ack); dropped while disconnected. */
