@@ -266,8 +266,8 @@ function updateShareLink() {
 // Test hooks (?debug=1)
 
 function sessionSnapshot(id, s, closed) {
-  return { name: s.name, closed, counters: s.summary(), labels: Object.fromEntries(state.labels.get(id) ?? []),
-    rttMs: s.liveness.rttMs };
+  return { name: s.name, sender: s.peerId, closed, ended: s.ended, counters: s.summary(),
+    labels: Object.fromEntries(state.labels.get(id) ?? []), rttMs: s.liveness.rttMs };
 }
 
 if (S.debug) {

@@ -294,3 +294,22 @@ def test_sender_page_finds_a_replaced_python_receiver(browser, url: str, workdir
     assert "no message from the receiver" in outage["cause"] or "closed" in outage["cause"], outage
     assert s["replies"] >= at_loss + 15
     assert not PAGE_ERRORS.get(id(page)), PAGE_ERRORS.get(id(page))
+
+
+def test_browser_sender_with_a_quantizing_codec_to_python_receiver(browser, url: str, workdir: Path) -> None:
+    """?codec= on the sender page: the page quantizes and compresses (static/js/wire/codecs.js,
+    the split's calibration from the manifest) and the Python receiver decodes every frame."""
+    frames = 20
+    with process(receiver_args(url, "codec", "--name", "py-recv"), workdir / "receiver-codec.log"):
+        page = open_page(browser, url, "sender", room="codec", split="stage1", codec="clip4%2Bzlib",
+                         receiver="py-recv", frames=frames, name="br-codec")
+        try:
+            snap = wait_phase(page, ("done",))
+        finally:
+            page.close()
+    s = snap["summary"]
+    assert s["accounted"] and s["frames_sent"] == frames and s["codec"] == "clip4+zlib", s
+    assert not s["errors"] and s["unmatched_messages"] == 0 and s["in_flight_at_exit"] == 0, s
+    assert s["replies"] >= frames // 2, s
+    # 4 bits a value before zlib: far under the float32 frames
+    assert s["frame_bytes"] < frames * frame_bytes("stage1", (1, 32, 16, 16)) / 4, s

@@ -12,7 +12,6 @@
  * business (`sender/stream.js`: which receiver, whether it is alive); this module only asks.
  * @module pipeline
  */
-import { splitOf } from '../runtime/models.js';
 import { encodeLatent, parseCodec } from '../wire/codecs.js';
 import { encodeFrame } from '../wire/frame.js';
 import { Pacer } from './pacer.js';
@@ -91,7 +90,8 @@ export class Pipeline {
   codecFor(split) {
     let spec = this._specs.get(split);
     if (spec === undefined) {
-      spec = parseCodec(this.opts.codec, splitOf(this.store.manifest, split)?.calibration ?? null);
+      const sp = this.store.manifest.splits.find((x) => x.id === split);
+      spec = parseCodec(this.opts.codec, sp?.calibration ?? null);
       this._specs.set(split, spec);
     }
     return spec;
