@@ -23,6 +23,7 @@ from typing import Any, NoReturn
 
 import socketio
 
+from sender import switching
 from sender.capture import open_source
 from sender.head import HeadCompute
 from sender.ledger import Ledger
@@ -32,7 +33,7 @@ from splitcore.process import cli
 from splitcore.process.cpus import add_cpus_option, pin
 from splitcore.process.loops import add_event_loop_option, run_with_loop
 from splitcore.rtc import ice
-from splitcore.rtc.signaling import SignalingClient, SignalingError
+from splitcore.rtc.signaling import SignalingClient, SignalingError, add_access_options, credentials_from
 from splitcore.runtime.models import Manifest, ModelError
 from splitcore.runtime.operating import OperatingPoints
 from splitcore.wire.codecs import CodecSpec
@@ -55,15 +56,21 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     cli.add_peer_options(p, "python-sender")
     p.add_argument("--receiver", default=None, help="name of the receiver to use (default: the first)")
     p.add_argument("--split", default="stage1",
-                   help="split point id from the manifest (default: stage1), or 'auto': the fewest "
-                        "bytes within --max-drop of the full model, from models/operating_points.json")
+                   help="split point id from the manifest (default: stage1); 'auto': the fewest "
+                        "bytes within --max-drop of the full model, from models/operating_points.json, fixed "
+                        "for the run (for a link you know); 'adaptive': split, codec and head chosen and "
+                        "switched live for the least predicted latency the measured link carries (for a "
+                        "link that changes; docs/adaptive.md)")
     p.add_argument("--codec", default=None,
                    help="latent codec: float32 (default), float16, int8-tensor, int8-channel, clip4, "
                         "optionally +zlib or +zstd (e.g. clip4+zlib; browsers decode zlib only); "
                         "with --split auto, chosen for you")
     p.add_argument("--int8-head", action="store_true", help="run the statically quantized INT8 head")
     p.add_argument("--max-drop", type=cli.positive(float, "accuracy points", zero_ok=True), default=1.0,
-                   help="with --split auto: accuracy points you accept to lose (default 1.0)")
+                   help="with --split auto or adaptive: accuracy points you accept to lose (default 1.0)")
+    p.add_argument("--device-profile", type=Path, default=None, metavar="FILE",
+                   help="with --split adaptive: device times measured on the target device "
+                        "(python -m sender.profile > FILE) instead of profiling here; not refreshed")
     p.add_argument("--zstd", action="store_true",
                    help="with --split auto, also consider +zstd codecs (smaller and faster than zlib, "
                         "but only Python receivers decode them; browsers do not)")
@@ -84,6 +91,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                    help="ONNX Runtime threads (default 1)")
     p.add_argument("--quiet", action="store_true", help="no live status line")
     ice.add_ice_options(p)
+    add_access_options(p)
     add_event_loop_option(p)
     add_cpus_option(p)
     cli.add_log_level(p, "warning")
@@ -117,6 +125,8 @@ async def show_status(stream: SenderStream) -> None:
 
 def choose(args: argparse.Namespace, manifest: Manifest) -> tuple[str, CodecSpec, bool, dict | None]:
     """(split, codec, int8 head, the chosen operating point or None) from the command line."""
+    if args.split == "adaptive" and args.codec:
+        raise ValueError("--split adaptive chooses the codec too: drop --codec, or name a split")
     if args.split != "auto":
         point = manifest.split(args.split)  # an unknown split fails before the camera opens
         return args.split, point.codec(args.codec or "float32"), args.int8_head, None
@@ -133,11 +143,20 @@ def choose(args: argparse.Namespace, manifest: Manifest) -> tuple[str, CodecSpec
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     """The whole run; the summary, or GaveUp (with the summary) when it could not finish."""
     ice_config = ice.from_args(args)  # a bad ICE list fails here, before the camera opens
+    credentials = credentials_from(args)  # and so does an unreadable --ca
     log.info("%s", ice_config.describe())
     if ice_config.aiortc_ignored:
         log.warning("aiortc uses one STUN and one TURN url; ignored: %s", ", ".join(ice_config.aiortc_ignored))
     manifest = Manifest.load(args.manifest)
-    split, codec, int8, choice = choose(args, manifest)
+    adaptive = None
+    if args.split == "adaptive":
+        adaptive = switching.build(manifest, args.points, args.max_drop, args.fps, int8_head=True if args.int8_head else None,
+                                   portable=not args.zstd, threads=args.threads, device_profile=args.device_profile)
+        p0 = adaptive.point
+        log.warning("adaptive: %d candidate points, starting at %s", len(adaptive.controller.points), p0.key)
+        split, codec, int8, choice = p0.split, adaptive.choice.codec, p0.head == "int8", None
+    else:
+        split, codec, int8, choice = choose(args, manifest)
     camera = int(args.camera) if args.camera and args.camera.isdigit() else args.camera
     source = open_source(camera=camera, video=args.video, loop=args.loop)
     compute = HeadCompute(manifest, split, color=source.color, verify=args.verify,
@@ -147,8 +166,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     ledger = Ledger(manifest.classes, log_file)
     opts = StreamOptions(split=split, codec=codec, frames=args.frames, fps=args.fps, receiver_name=args.receiver,
                          reconnect_timeout=args.reconnect_timeout)
-    signaling = SignalingClient(args.server, args.room, "sender", args.name)
+    signaling = SignalingClient(args.server, args.room, "sender", args.name, credentials=credentials)
     stream = SenderStream(signaling, compute, source, ledger, opts, ice_config)
+    stream.adaptive = adaptive
     status = None
     _on_signals(stream)
     totals: dict[str, int] = {}
@@ -175,9 +195,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     summary = ledger.summary()
     summary.update(split=split, codec=codec.name, head="int8" if int8 else "float32",
                    source=source.name, receiver=stream.receiver_id, receivers=stream.receivers,
-                   interrupted=stream.interrupted, **totals)
+                   interrupted=stream.interrupted, security=stream.last_security, **totals)
     if choice:
         summary["operating_point"] = choice
+    if adaptive is not None:
+        summary.update(split="adaptive", codec=None, head=None, **adaptive.summary())
     outage = ledger.open_outage()
     if stream.gave_up:
         raise GaveUp(stream.gave_up, summary)

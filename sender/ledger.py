@@ -35,6 +35,8 @@ class InFlight:
     reference: np.ndarray | None  # full-model logits for --verify, else None
     head_done_ms: float = 0.0     # monotonic ms when the head's latent was ready
     sent_ms: float = 0.0          # monotonic ms when the last message was handed to the channel
+    point: tuple[str, str, str] | None = None  # (split, codec, head) under --split adaptive
+    nbytes: int = 0               # bytes on the channel (counted under --split adaptive)
 
 
 STAGES = ("capture_to_head_ms", "encode_send_ms", "network_ms", "receiver_ms")
@@ -116,6 +118,9 @@ class Ledger:
     started: float | None = None  # first capture: connecting is not streaming time
     first_sent: float = 0.0
     last_sent: float = 0.0
+    in_flight_bytes: int = 0      # of frames sent with nbytes, not yet settled
+    settled_bytes: int = 0        # of frames settled by the receiver (reply, drop, error), in all
+    server_ms: dict[str, list[float]] = field(default_factory=dict)  # split -> [sum, n] of reply total_ms
 
     # --- frames the sender handles -------------------------------------------------------
 
@@ -143,7 +148,8 @@ class Ledger:
         self.dropped_sender[reason] += 1
 
     def on_sent(self, seq: int, capture_ms: float, reference: np.ndarray | None = None,
-                frame: int | None = None, head_done_ms: float = 0.0, now_ms: float | None = None) -> None:
+                frame: int | None = None, head_done_ms: float = 0.0, now_ms: float | None = None,
+                point: tuple[str, str, str] | None = None, nbytes: int = 0) -> None:
         """Frame ``seq`` was handed to the channel at ``now_ms`` (default: now, monotonic ms)."""
         self.last_sent = now_ms / 1000 if now_ms is not None else time.monotonic()
         if not self.sent:
@@ -151,15 +157,17 @@ class Ledger:
         self.sent += 1
         sent_ms = self.last_sent * 1000
         self.in_flight[seq] = InFlight(capture_ms, seq if frame is None else frame, reference,
-                                       head_done_ms or sent_ms, sent_ms)
+                                       head_done_ms or sent_ms, sent_ms, point, nbytes)
+        self.in_flight_bytes += nbytes
 
     def connection_lost(self) -> int:
         """The connection died: every frame in flight is ``lost``. Returns how many."""
         n = len(self.in_flight)
         for seq, entry in self.in_flight.items():
-            self._log({"seq": seq, "frame": entry.frame, "status": "lost"})
+            self._log({"seq": seq, "frame": entry.frame, "status": "lost"}, entry)
         self.lost += n
         self.in_flight.clear()
+        self.in_flight_bytes = 0
         return n
 
     # --- what the receiver says ------------------------------------------------------------
@@ -174,13 +182,13 @@ class Ledger:
             msg = parse(text)
         except MessageError as err:
             self.refused += 1
-            entry = self.in_flight.pop(err.seq, None) if err.seq is not None else None
+            entry = self._pop(err.seq)
             if entry is None:
                 self.unmatched += 1
             else:
                 self.errors["bad_reply"] += 1
                 self._log({"seq": err.seq, "frame": entry.frame, "status": "error", "reason": "bad_reply",
-                           "detail": err.detail})
+                           "detail": err.detail}, entry)
             return None
         if isinstance(msg, Reply | Drop | Error):
             self.settle(msg, now_ms)
@@ -189,20 +197,32 @@ class Ledger:
     def settle(self, msg: Reply | Drop | Error, now_ms: float) -> None:
         """Settle the frame a valid reply, drop or error is about; ``unmatched`` if none is
         in flight under its seq (a duplicate, an unknown seq, an error without seq)."""
-        entry = self.in_flight.pop(msg.seq, None) if msg.seq is not None else None
+        entry = self._pop(msg.seq)
         if entry is None:
             self.unmatched += 1
         elif isinstance(msg, Reply):
             self._reply(msg, entry, now_ms - entry.capture_ms)
         elif isinstance(msg, Drop):
             self.dropped_receiver[msg.reason] += 1
-            self._log({"seq": msg.seq, "frame": entry.frame, "status": "dropped", "reason": msg.reason})
+            self._log({"seq": msg.seq, "frame": entry.frame, "status": "dropped", "reason": msg.reason}, entry)
         else:
             self.errors[msg.reason] += 1
-            self._log({"seq": msg.seq, "frame": entry.frame, "status": "error", "reason": msg.reason})
+            self._log({"seq": msg.seq, "frame": entry.frame, "status": "error", "reason": msg.reason}, entry)
+
+    def _pop(self, seq: int | None) -> InFlight | None:
+        """Take frame ``seq`` out of the books (None if not in flight): its bytes are settled."""
+        entry = self.in_flight.pop(seq, None) if seq is not None else None
+        if entry is not None:
+            self.in_flight_bytes -= entry.nbytes
+            self.settled_bytes += entry.nbytes
+        return entry
 
     def _reply(self, msg: Reply, entry: InFlight, latency_ms: float) -> None:
         self.replied += 1
+        if entry.point is not None:
+            acc = self.server_ms.setdefault(msg.split, [0.0, 0.0])
+            acc[0] += msg.timing.total_ms
+            acc[1] += 1
         self.latencies.append(latency_ms)
         self._split_latency(msg, entry, entry.capture_ms + latency_ms)
         self.recent.append(latency_ms)
@@ -217,7 +237,7 @@ class Ledger:
             self.label_agree += int(label == int(entry.reference.argmax()))
         self._log({"seq": msg.seq, "frame": entry.frame, "label": label, "name": self.last_label,
                    "latency_ms": round(latency_ms, 3),
-                   "receiver": {k: getattr(msg.timing, k) for k in TIMING_FIELDS}})
+                   "receiver": {k: getattr(msg.timing, k) for k in TIMING_FIELDS}}, entry)
 
     def _split_latency(self, msg: Reply, entry: InFlight, now_ms: float) -> None:
         """Where a frame's latency went: the sender's own stages on its clock, the receiver's
@@ -253,8 +273,10 @@ class Ledger:
 
     # --- results -----------------------------------------------------------------------------
 
-    def _log(self, record: dict[str, Any]) -> None:
+    def _log(self, record: dict[str, Any], entry: InFlight | None = None) -> None:
         if self.log_file is not None:
+            if entry is not None and entry.point is not None:
+                record["split"], record["codec"], record["head"] = entry.point
             self.log_file.write(json.dumps(record) + "\n")
 
     def percentiles(self, recent: bool = False) -> tuple[float | None, float | None]:

@@ -21,6 +21,7 @@ from typing import Protocol
 import numpy as np
 
 from splitcore.process.cli import logger
+from splitcore.runtime.models import Runner
 from splitcore.wire import codecs
 from splitcore.wire.codecs import CodecSpec
 from splitcore.wire.frame import Header, encode
@@ -35,6 +36,17 @@ log = logger("sender.pipeline")
 
 
 @dataclass(frozen=True, slots=True)
+class Choice:
+    """The operating point one frame uses (``--split adaptive``): read once, before its head
+    runs, and carried to encoding, so a switch between frames never mixes two points."""
+
+    split: str
+    codec: CodecSpec
+    head: str      # "float32" or "int8"
+    runner: Runner
+
+
+@dataclass(frozen=True, slots=True)
 class HeadOutput:
     """What the head made of one frame. ``latent`` (and ``reference``, the full model's
     logits for --verify) are the runners' reused buffers: valid until the next frame, which
@@ -44,6 +56,8 @@ class HeadOutput:
     latent: np.ndarray
     reference: np.ndarray | None
     head_done: float
+    choice: Choice | None = None
+    head_ms: float = 0.0  # the head alone, for the adaptive profile's refresh
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +71,11 @@ class Encoded:
     head_done_ms: float
     reference: np.ndarray | None
     messages: list[bytes]
+    split: str = ""
+    codec: str = ""
+    head: str = ""
+    head_ms: float = 0.0
+    encode_ms: float = 0.0
 
 
 class Channel(Protocol):
@@ -91,26 +110,34 @@ class Pipeline:
         self.pacer: Pacer | None = None
         self.frame_messages = 0  # data-channel messages that carried frames (pings are not counted)
         self.frame_bytes = 0
+        self.choice: Choice | None = None  # set by the adaptive controller; None: opts and compute
+        self.on_encoded: Callable[[Encoded], None] | None = None  # cost samples for the controller
 
     # 1. capture happens in ``sender.capture.frames``, which calls ``infer`` on its thread.
 
     def infer(self, frame: Captured) -> HeadOutput:
         """2-3. Preprocess and head (and the full model with --verify): capture thread."""
-        c = self.compute
+        c, choice = self.compute, self.choice  # one read: the point this frame uses
         x = c.pre(frame.image)
-        latent = c.head.run(x)
+        t0 = time.perf_counter()
+        latent = (choice.runner if choice is not None else c.head).run(x)
+        head_ms = (time.perf_counter() - t0) * 1000
         reference = c.full.run(x)[0].copy() if c.full is not None else None
-        return HeadOutput(frame, latent, reference, time.monotonic())
+        return HeadOutput(frame, latent, reference, time.monotonic(), choice, head_ms)
 
     def encode(self, out: HeadOutput, seq: int) -> Encoded:
         """4. Quantize/compress the latent and split it into data-channel messages."""
-        opts = self.opts
+        opts, ch = self.opts, out.choice
+        split, spec = (ch.split, ch.codec) if ch is not None else (opts.split, opts.codec)
         capture_ms = out.frame.timestamp * 1000
-        dtype, codec, params, payload = codecs.encode(out.latent, opts.codec)
-        header = Header(seq & 0xFFFFFFFF, capture_ms, opts.split, tuple(out.latent.shape),
-                        dtype, codec, opts.codec.compression, params=params)
-        return Encoded(seq, out.frame.index, capture_ms, out.head_done * 1000, out.reference,
-                       encode(header, payload))
+        t0 = time.perf_counter()
+        dtype, codec, params, payload = codecs.encode(out.latent, spec)
+        header = Header(seq & 0xFFFFFFFF, capture_ms, split, tuple(out.latent.shape),
+                        dtype, codec, spec.compression, params=params)
+        messages = encode(header, payload)
+        return Encoded(seq, out.frame.index, capture_ms, out.head_done * 1000, out.reference, messages,
+                       split, spec.name, ch.head if ch is not None else "", out.head_ms,
+                       (time.perf_counter() - t0) * 1000)
 
     def send(self, channel: Channel, frame: Encoded) -> None:
         """5. Hand every fragment to the channel, then open the frame's account."""
@@ -118,8 +145,15 @@ class Pipeline:
             channel.send(m)
             self.frame_bytes += len(m)
         self.frame_messages += len(frame.messages)
-        self.ledger.on_sent(frame.seq & 0xFFFFFFFF, frame.capture_ms, frame.reference, frame.frame_index,
-                            frame.head_done_ms)
+        if frame.head:  # adaptive: each --log line names the frame's point; the ledger counts its bytes
+            self.ledger.on_sent(frame.seq & 0xFFFFFFFF, frame.capture_ms, frame.reference, frame.frame_index,
+                                frame.head_done_ms, point=(frame.split, frame.codec, frame.head),
+                                nbytes=sum(len(m) for m in frame.messages))
+            if self.on_encoded is not None:
+                self.on_encoded(frame)
+        else:
+            self.ledger.on_sent(frame.seq & 0xFFFFFFFF, frame.capture_ms, frame.reference, frame.frame_index,
+                                frame.head_done_ms)
         if frame.seq % 300 == 0:
             log.debug("seq %d sent, %d message(s)", frame.seq, len(frame.messages))
 

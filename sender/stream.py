@@ -24,6 +24,7 @@ from typing import Any
 
 from splitcore.process.cli import logger
 from splitcore.rtc.ice import IceConfig
+from splitcore.rtc.peer import security_entry
 from splitcore.rtc.signaling import SignalingClient, SignalingError
 from splitcore.rtc.stats import Report, StatsPublisher
 from splitcore.wire.codecs import CodecSpec
@@ -34,6 +35,7 @@ from .ledger import Ledger
 from .link import Link
 from .pipeline import Channel, Pipeline, PipelineOptions
 from .source import FrameSource
+from .switching import Adaptive
 
 log = logger("sender.stream")
 REFUSED_LOG_EVERY_S = 5.0
@@ -62,6 +64,7 @@ class SenderStream:
                  ledger: Ledger, opts: StreamOptions, ice_servers: IceConfig | Sequence[str] | None = None) -> None:
         self.signaling, self.compute, self.source = signaling, compute, source
         self.ledger, self.opts, self.ice_servers = ledger, opts, ice_servers
+        self.last_security: dict[str, str] | None = None  # the link's last security entry, for the summary
         self.pipeline = Pipeline(source, compute, ledger, PipelineOptions(opts.split, opts.codec, opts.frames, opts.fps))
         self.link: Link | None = None
         self.links: list[Link] = []      # every link of the run, for the byte counts
@@ -75,6 +78,7 @@ class SenderStream:
         self._keeper: asyncio.Task[None] | None = None
         self._closing: set[asyncio.Task[Any]] = set()
         self._refused_mark = (time.monotonic(), 0)
+        self.adaptive: Adaptive | None = None  # --split adaptive: set before run()
         self.publisher = StatsPublisher(signaling.sio, self._report, self.app_stats,
                                         ready=lambda: signaling.joined)
 
@@ -234,10 +238,15 @@ class SenderStream:
         """Stream until ``opts.frames`` are sent, the source ends, Ctrl-C or giving up; then
         wait for the replies still outstanding."""
         self._keeper = asyncio.create_task(self._keep_connected(), name="keep-connected")
+        adapting = asyncio.create_task(self.adaptive.run(self), name="adaptive") if self.adaptive else None
         try:
             await self.pipeline.run(self)
             await self._drain()
         finally:
+            if adapting is not None:
+                adapting.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await adapting
             self._keeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._keeper
@@ -257,7 +266,14 @@ class SenderStream:
         return await self._report()
 
     async def _report(self) -> Report:
-        return await self.link.report() if self.link is not None else []
+        if self.link is None:
+            return []
+        report = await self.link.report()
+        entry = security_entry(self.link.pc)  # candidate pair type and DTLS cipher, for the dashboard
+        if entry is None:
+            return report
+        self.last_security = {k: v for k, v in entry.items() if k not in ("type", "id", "timestamp")}
+        return [*report, entry]
 
     async def totals(self) -> dict[str, int]:
         """Bytes and messages over every link of the run: all of them (``payload_bytes``,
@@ -287,6 +303,8 @@ class SenderStream:
                "source": self.source.name, "receiver": self.link.receiver_id if self.link else None}
         if led.verified:
             out["fidelity"] = round(led.bit_exact / led.verified, 6)
+        if self.adaptive is not None:
+            out.update(self.adaptive.app_stats())
         return out
 
     async def close(self) -> None:

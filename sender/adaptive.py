@@ -1,0 +1,344 @@
+"""The adaptive operating point (``--split adaptive``): estimator and controller, pure logic.
+
+No I/O and no clock of its own: ``sender.stream`` feeds it one ``Observation`` per tick
+(``TICK_S``) and asks for a ``Switch``; ``tests/vectors/adaptive.json`` replays the same
+observations through this module and the browser's twin, so both decide alike.
+``docs/adaptive.md`` is the specification.
+
+Why this model: capture-to-reply latency of operating point p (split x codec x head) is
+
+    device_ms(split, head) + encode_ms(split, codec)            the device (profiled, refreshed)
+  + payload_bytes(p) * 8 / capacity_bps                        putting the frame on the link
+  + server_ms(split)                                           the receiver (reply ``timing``)
+
+(plus the one-way delay and queueing, common to every point). A point is feasible when the
+link carries its stream with headroom (``payload * 8 * fps * HEADROOM <= capacity``) and the
+device keeps up with the frame rate. The controller picks the feasible point with the least
+predicted latency, leaves a point at once when the link is congested (the queue says so),
+switches to a better one only after ``DWELL_S`` and for a clear gain (hysteresis), and probes
+one rung up when the capacity it knows is only a lower bound (nothing queued: the link
+carried all we sent, and perhaps more).
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+TICK_S = 0.1             # one observation and one decision every tick
+RATE_TAU_S = 0.5         # delivery/send rate EWMA time constant
+RTT_TAU_S = 2.0          # round-trip EWMA time constant
+COST_TAU_FRAMES = 30.0   # device/server time EWMA, in samples (about 1 s at 30 fps)
+HEADROOM = 1.3           # a point's stream must fit capacity / HEADROOM
+DEVICE_SHARE = 0.8       # head + encode must fit this share of the frame period
+CONGESTED_MS = 120.0     # queue delay (queued bytes / delivery rate) that means congestion
+DWELL_S = 2.0            # least time on a point before an improvement switch
+GAIN = 0.15              # an improvement must predict this much less latency ...
+GAIN_MS = 0.5            # ... and at least this many ms
+PROBE_WAIT_S = 1.0       # under-used time before probing a rung up (first try)
+PROBE_WAIT_MAX_S = 4.0   # backoff cap after failed probes
+PROBE_TRIAL_S = 0.5      # a probe's trial: 15 frames at 30 fps, then kept or backed off
+PROBE_FACTOR = 2.0       # a rung is chosen if faster at 2, 4, 8 or 16 times the capacity known
+PROBE_QUEUE_FRAMES = 2.0  # a trial fails if the queue grows by more than this many rung frames
+UNDERUSED_SHARE = 0.8    # under-used: delivery is at least this share of what we send ...
+RTT_NEAR = 2.0           # ... and the RTT at most this times its floor ...
+RTT_SLACK_MS = 25.0      # ... plus this (a shared CPU jitters by that much)
+WARMUP_S = 1.0           # no congestion verdict before the rates have this much history
+PRIOR_BPS = 10e6         # capacity assumed before anything is measured
+SERVER_PRIOR_MS = 1.0    # a split's server time before its first reply, when no MACs are known
+
+
+@dataclass(frozen=True)
+class Point:
+    """One operating point (from ``models/operating_points.json``)."""
+
+    split: str
+    codec: str
+    head: str             # "float32" or "int8"
+    payload_bytes: float  # mean bytes a frame on the channel
+    top1: float = 0.0
+
+    @property
+    def key(self) -> str:
+        return f"{self.split}/{self.codec}/{self.head}"
+
+    def bps(self, fps: float) -> float:
+        return self.payload_bytes * 8.0 * fps
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What the stream saw during one tick ending at ``t`` (seconds, monotonic).
+
+    ``sent_bytes``/``delivered_bytes``: frame bytes handed to the channel / settled by the
+    receiver (reply, drop or error) in the tick; ``queued_bytes``: frame bytes sent and not
+    yet settled at ``t`` (the channel's bufferedAmount is part of them); ``rtt_ms``: the
+    newest ping round trip, if one came; ``device_ms``: head+encode samples per
+    ``split/head`` and ``encode_ms`` per ``split/codec``; ``server_ms``: receiver ``total_ms``
+    per split; ``backpressure``: frames dropped because the channel was full."""
+
+    t: float
+    sent_bytes: int = 0
+    delivered_bytes: int = 0
+    queued_bytes: int = 0
+    rtt_ms: float | None = None
+    device_ms: Mapping[str, float] = field(default_factory=dict)
+    encode_ms: Mapping[str, float] = field(default_factory=dict)
+    server_ms: Mapping[str, float] = field(default_factory=dict)
+    backpressure: int = 0
+
+
+def _ewma(old: float | None, x: float, alpha: float) -> float:
+    return x if old is None else old + alpha * (x - old)
+
+
+class Estimates:
+    """The live estimates: link (delivery rate, capacity, RTT, queue) and costs per point."""
+
+    def __init__(self, device_ms: Mapping[str, float], encode_ms: Mapping[str, float],
+                 server_ms: Mapping[str, float] | None = None, refresh_device: bool = True,
+                 tail_macs: Mapping[str, float] | None = None, head_macs: Mapping[str, float] | None = None) -> None:
+        self.device_ms: dict[str, float] = dict(device_ms)   # "split/head" -> ms
+        self.encode_ms: dict[str, float] = dict(encode_ms)   # "split/codec" -> ms
+        self.server_ms: dict[str, float] = dict(server_ms or {})
+        self.refresh_device = refresh_device
+        self.tail_macs = dict(tail_macs or {})  # split -> MACs of its tail (the manifest)
+        self.head_macs = dict(head_macs or {})  # split -> MACs of its head
+        self.delivered_bps = 0.0
+        self.sent_bps = 0.0
+        self.capacity_bps = PRIOR_BPS
+        self.capacity_known = False   # measured under congestion (a ceiling), not a prior or floor
+        self.rtt_ms: float | None = None
+        self.queued_bytes = 0
+        self.queue_ms = 0.0
+        self.congested = False
+        self.underused = False        # delivery matches what we send, no queue, RTT near its floor
+        self.rtt_floor_ms: float | None = None
+        self.t: float | None = None
+        self.t0: float | None = None
+
+    def update(self, o: Observation) -> None:
+        dt = TICK_S if self.t is None else max(1e-3, o.t - self.t)
+        self.t = o.t
+        self.t0 = o.t if self.t0 is None else self.t0
+        a = 1.0 - math.exp(-dt / RATE_TAU_S)
+        self.delivered_bps = _ewma(self.delivered_bps, o.delivered_bytes * 8.0 / dt, a)
+        self.sent_bps = _ewma(self.sent_bps, o.sent_bytes * 8.0 / dt, a)
+        if o.rtt_ms is not None and o.rtt_ms >= 0:
+            self.rtt_ms = _ewma(self.rtt_ms, o.rtt_ms, 1.0 - math.exp(-dt / RTT_TAU_S))
+            self.rtt_floor_ms = o.rtt_ms if self.rtt_floor_ms is None else min(self.rtt_floor_ms, o.rtt_ms)
+        b = 1.0 / COST_TAU_FRAMES
+        if self.refresh_device:
+            for k, v in o.device_ms.items():
+                self.device_ms[k] = _ewma(self.device_ms.get(k), v, b)
+            for k, v in o.encode_ms.items():
+                self.encode_ms[k] = _ewma(self.encode_ms.get(k), v, b)
+        for k, v in o.server_ms.items():
+            self.server_ms[k] = _ewma(self.server_ms.get(k), v, b)
+        self.queued_bytes = o.queued_bytes
+        # Frames in flight wait for the link or for their reply: at the rate we send (after a
+        # switch up the delivery rate lags) they are queue only when they outlast CONGESTED_MS.
+        rate = max(self.delivered_bps, self.sent_bps, 1e3)
+        self.queue_ms = o.queued_bytes * 8.0 / rate * 1000.0
+        warm = o.t - self.t0 >= WARMUP_S
+        self.congested = warm and (self.queue_ms > CONGESTED_MS or o.backpressure > 0)
+        if self.congested:
+            # The link is the bottleneck: what it delivered is what it carries.
+            self.capacity_bps = max(self.delivered_bps, 1e3)
+            self.capacity_known = True
+        elif self.delivered_bps > self.capacity_bps:
+            self.capacity_bps = self.delivered_bps  # it carried more than we thought: a floor
+        rtt_ok = (self.rtt_ms is None or self.rtt_floor_ms is None
+                  or self.rtt_ms <= self.rtt_floor_ms * RTT_NEAR + RTT_SLACK_MS)
+        self.underused = (warm and not self.congested and self.queue_ms <= CONGESTED_MS / 2 and rtt_ok
+                          and self.delivered_bps >= UNDERUSED_SHARE * self.sent_bps)
+
+    def predict_ms(self, p: Point) -> float:
+        """Predicted capture-to-reply latency of ``p`` (without the one-way delay)."""
+        return (self.device_ms.get(f"{p.split}/{p.head}", 0.0) + self.encode_ms.get(f"{p.split}/{p.codec}", 0.0)
+                + p.payload_bytes * 8.0 / self.capacity_bps * 1000.0
+                + self.server_time(p.split))
+
+    def server_time(self, split: str) -> float:
+        """Measured, or until a split has replies: its tail's MACs at the speed the receiver
+        showed on other splits (at the device's float32 speed before any reply)."""
+        if split in self.server_ms:
+            return self.server_ms[split]
+        macs = self.tail_macs.get(split)
+        if macs is None:
+            return SERVER_PRIOR_MS
+        seen = [(ms, self.tail_macs[k]) for k, ms in self.server_ms.items() if self.tail_macs.get(k)]
+        if seen:
+            return macs * sum(ms for ms, _ in seen) / sum(m for _, m in seen)
+        dev = [(self.device_ms[f"{k}/float32"], m) for k, m in self.head_macs.items()
+               if m and f"{k}/float32" in self.device_ms]
+        return macs * sum(ms for ms, _ in dev) / sum(m for _, m in dev) if dev else SERVER_PRIOR_MS
+
+    def device_fits(self, p: Point, fps: float) -> bool:
+        return (self.device_ms.get(f"{p.split}/{p.head}", 0.0)
+                + self.encode_ms.get(f"{p.split}/{p.codec}", 0.0)) <= DEVICE_SHARE * 1000.0 / fps
+
+    def link_fits(self, p: Point, fps: float, capacity_bps: float | None = None) -> bool:
+        return p.bps(fps) * HEADROOM <= (capacity_bps if capacity_bps is not None else self.capacity_bps)
+
+    def as_dict(self) -> dict[str, float | bool | None]:
+        return {"delivered_kbps": round(self.delivered_bps / 1e3, 1), "capacity_kbps": round(self.capacity_bps / 1e3, 1),
+                "capacity_known": self.capacity_known, "queue_ms": round(self.queue_ms, 1),
+                "queued_bytes": self.queued_bytes, "congested": self.congested, "underused": self.underused,
+                "rtt_ms": round(self.rtt_ms, 2) if self.rtt_ms is not None else None}
+
+
+@dataclass(frozen=True)
+class Switch:
+    """A decision: from ``old`` to ``new`` at ``t``, ``why`` (``congested``, ``better``,
+    ``probe``, ``probe_failed``), with the estimates and predictions that caused it."""
+
+    t: float
+    old: Point
+    new: Point
+    why: str
+    estimates: dict
+    predicted_ms: dict[str, float]
+
+    def as_dict(self) -> dict:
+        return {"t": round(self.t, 3), "from": self.old.key, "to": self.new.key, "why": self.why,
+                "estimates": self.estimates, "predicted_ms": self.predicted_ms}
+
+
+@dataclass
+class Probe:
+    """A probe's trial: ``rung`` tried from ``back`` at ``t``, with the queue and capacity before it."""
+
+    t: float
+    back: Point
+    rung: Point
+    queued_bytes: int
+    capacity_bps: float
+    hypothesis_bps: float   # the capacity at which the rung was predicted faster
+
+
+class Controller:
+    """Chooses among ``points`` at ``fps``; ``observe(o)`` returns a ``Switch`` or None.
+
+    ``current`` is the point the next frame uses. Down-switches (congestion) are immediate;
+    up-switches wait ``DWELL_S`` and need a clear gain. While the link is under-used the
+    capacity known is only a lower bound, so after ``probe_wait`` the controller tries the
+    next larger stream predicted faster at 2..16 times that capacity for ``PROBE_TRIAL_S``:
+    kept if the queue did not grow and the RTT held (the capacity the rung supposed is then
+    taken as the floor, until congestion measures a ceiling), else back to where it came from,
+    the capacity measured, and ``probe_wait`` doubled (up to ``PROBE_WAIT_MAX_S``)."""
+
+    def __init__(self, points: Iterable[Point], fps: float, estimates: Estimates, start: Point | None = None) -> None:
+        self.points = tuple(sorted(points, key=lambda p: (p.payload_bytes, p.key)))
+        if not self.points:
+            raise ValueError("no operating points to adapt between")
+        self.fps, self.est = fps, estimates
+        self.current = start or self._best(self.points)
+        self.since = -math.inf        # when the current point was chosen
+        self.calm_since: float | None = None  # under-used since
+        self.probe_wait = PROBE_WAIT_S
+        self.probing: Probe | None = None
+        self.switches = 0
+
+    def _best(self, pts: Iterable[Point]) -> Point:
+        pts = list(pts)
+        ok = [p for p in pts if self.est.device_fits(p, self.fps)] or pts
+        fits = [p for p in ok if self.est.link_fits(p, self.fps)]
+        if not fits:  # nothing fits the link: the lightest stream
+            return min(ok, key=lambda p: (p.bps(self.fps), self.est.predict_ms(p)))
+        return min(fits, key=lambda p: (self.est.predict_ms(p), p.payload_bytes))
+
+    def observe(self, o: Observation) -> Switch | None:
+        self.est.update(o)
+        now, est, cur = o.t, self.est, self.current
+        if self.probing is not None:
+            return self._trial(now, o)
+        if est.congested:
+            self.calm_since = None
+            if not est.link_fits(cur, self.fps):
+                return self._switch(now, self._best(self.points), "congested")
+            return None
+        if not est.underused:
+            self.calm_since = None
+        else:
+            self.calm_since = now if self.calm_since is None else self.calm_since
+        if now - self.since < DWELL_S:
+            return None
+        best = self._best(self.points)
+        if best != cur and est.predict_ms(best) < est.predict_ms(cur) * (1 - GAIN) - GAIN_MS:
+            return self._switch(now, best, "better")
+        if self.calm_since is not None and now - max(self.calm_since, self.since) >= self.probe_wait:
+            found = self._rung(cur)
+            if found is not None:
+                rung, hypothesis = found
+                self.probing = Probe(now, cur, rung, est.queued_bytes, est.capacity_bps, hypothesis)
+                est.capacity_bps = max(est.capacity_bps, rung.bps(self.fps) * HEADROOM)
+                return self._switch(now, rung, "probe")
+        return None
+
+    def _trial(self, now: float, o: Observation) -> Switch | None:
+        """One tick of a probe: fail at once on congestion, queue growth or RTT rise; keep
+        the rung after ``PROBE_TRIAL_S``."""
+        pr, est = self.probing, self.est
+        assert pr is not None
+        grew = est.queued_bytes - pr.queued_bytes > PROBE_QUEUE_FRAMES * pr.rung.payload_bytes
+        rtt_up = (est.rtt_ms is not None and est.rtt_floor_ms is not None
+                  and est.rtt_ms > est.rtt_floor_ms * RTT_NEAR + RTT_SLACK_MS)
+        if est.congested or grew or rtt_up or o.backpressure:
+            self.probing = None
+            self.calm_since = None
+            self.probe_wait = min(PROBE_WAIT_MAX_S, self.probe_wait * 2)
+            if not est.congested:  # the link carried less than the rung: what it delivered is a ceiling
+                est.capacity_bps = max(1e3, min(pr.capacity_bps, max(est.delivered_bps, pr.back.bps(self.fps))))
+            est.capacity_known = True
+            return self._switch(now, pr.back, "probe_failed")
+        if now - pr.t >= PROBE_TRIAL_S:
+            self.probing = None
+            # accepted until congestion says otherwise (which sets the ceiling again)
+            est.capacity_bps = max(pr.capacity_bps, pr.hypothesis_bps, pr.rung.bps(self.fps) * HEADROOM)
+            est.capacity_known = False  # carried without a queue: a floor, not the ceiling
+        return None
+
+    def _rung(self, cur: Point) -> tuple[Point, float] | None:
+        """The next rung up and the capacity it supposes: the least of 2, 4, 8 or 16 times the
+        capacity known at which a larger, device-feasible stream is predicted faster than
+        ``cur``, and the fastest such point at that capacity."""
+        limit = cur.bps(self.fps)
+        gain = self.est.predict_ms(cur) * (1 - GAIN) - GAIN_MS
+        up = [p for p in self.points if p.bps(self.fps) > limit and self.est.device_fits(p, self.fps)]
+        cap = self.est.capacity_bps
+        try:
+            for k in range(1, 5):
+                self.est.capacity_bps = cap * PROBE_FACTOR ** k
+                faster = [p for p in up if self.est.link_fits(p, self.fps) and self.est.predict_ms(p) < gain]
+                if faster:
+                    return min(faster, key=lambda p: (self.est.predict_ms(p), p.bps(self.fps))), self.est.capacity_bps
+            return None
+        finally:
+            self.est.capacity_bps = cap
+
+    def _switch(self, now: float, new: Point, why: str) -> Switch | None:
+        if new == self.current:
+            return None
+        pred = {p.key: round(self.est.predict_ms(p), 3) for p in {self.current, new}}
+        sw = Switch(now, self.current, new, why, self.est.as_dict(), pred)
+        self.current, self.since = new, now
+        self.switches += 1
+        return sw
+
+
+def pareto(points: Iterable[Point], device_ms: Mapping[str, float], encode_ms: Mapping[str, float]) -> list[Point]:
+    """Drop points another beats on every count (payload, device time, accuracy) for the
+    same split: they can never be the controller's best, and each held point costs a head."""
+    pts = list(points)
+
+    def dev(p: Point) -> float:
+        return device_ms.get(f"{p.split}/{p.head}", 0.0) + encode_ms.get(f"{p.split}/{p.codec}", 0.0)
+    out = []
+    for p in pts:
+        beaten = any(q is not p and q.split == p.split and q.payload_bytes <= p.payload_bytes and dev(q) <= dev(p)
+                     and q.top1 >= p.top1 and (q.payload_bytes, dev(q), -q.top1) != (p.payload_bytes, dev(p), -p.top1)
+                     for q in pts)
+        if not beaten:
+            out.append(p)
+    return out

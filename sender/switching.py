@@ -1,0 +1,154 @@
+"""``--split adaptive`` at run time: the held heads, the tick that feeds the controller, switches.
+
+``sender.adaptive`` decides (pure logic); this module gives it what the stream measured each
+``TICK_S`` (bytes sent and settled from the ledger, the queue, the newest RTT, head, encode
+and receiver times) and applies what it decides: the pipeline's ``choice`` is replaced in one
+assignment, read once per frame before its head runs, so every frame is made and labelled by
+one point and a switch loses nothing. Every switch is logged with its estimates, counted, and
+kept (the last ``KEEP_SWITCHES``) for the ``--json`` summary; the stats app dict carries the
+point in use.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import deque
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from splitcore.process.cli import logger
+from splitcore.runtime.models import Manifest
+from splitcore.runtime.operating import OperatingPoints, _portable
+
+from .adaptive import TICK_S, Controller, Estimates, Observation, Point, Switch, pareto
+from .pipeline import Choice, Encoded
+from .profile import Profile, profile
+
+if TYPE_CHECKING:
+    from .stream import SenderStream
+
+log = logger("sender.switching")
+KEEP_SWITCHES = 1000
+QUEUE_TARGET_S = 0.15   # backpressure limit: this much of the estimated capacity ...
+MIN_FRAMES_BUFFERED = 2  # ... but never under two frames of the point in use
+
+
+class Adaptive:
+    """Runs ``controller`` on one stream; ``choice`` is the point the next frame uses."""
+
+    def __init__(self, points: list[Point], prof: Profile, fps: float, refresh_device: bool = True,
+                 manifest: Manifest | None = None) -> None:
+        self.profile = prof
+        splits = manifest.splits.values() if manifest is not None else ()
+        est = Estimates(prof.device_ms, prof.encode_ms, refresh_device=refresh_device,
+                        tail_macs={s.id: s.tail.macs for s in splits}, head_macs={s.id: s.head.macs for s in splits})
+        self.controller = Controller(points, fps, est)
+        self.choices = {p: Choice(p.split, prof.codecs[f"{p.split}/{p.codec}"], p.head,
+                                  prof.heads[f"{p.split}/{p.head}"]) for p in self.controller.points}
+        self.history: deque[dict[str, Any]] = deque(maxlen=KEEP_SWITCHES)
+        self.started = time.time()
+        self._dev: dict[str, list[float]] = {}
+        self._enc: dict[str, list[float]] = {}
+        self._sent = 0
+        self._marks = (0, 0)  # settled bytes, backpressure drops at the last tick
+        self._rtt_seen = 0
+
+    @property
+    def point(self) -> Point:
+        return self.controller.current
+
+    @property
+    def choice(self) -> Choice:
+        return self.choices[self.controller.current]
+
+    def on_encoded(self, frame: Encoded) -> None:
+        """A frame went out: its head and encode times refresh the profile."""
+        self._sent += sum(len(m) for m in frame.messages)
+        for acc, key, ms in ((self._dev, f"{frame.split}/{frame.head}", frame.head_ms),
+                             (self._enc, f"{frame.split}/{frame.codec}", frame.encode_ms)):
+            a = acc.setdefault(key, [0.0, 0.0])
+            a[0] += ms
+            a[1] += 1
+
+    def observe(self, stream: SenderStream, now: float) -> Switch | None:
+        """One tick: what the stream measured since the last one, to the controller."""
+        led = stream.ledger
+        settled, bp = led.settled_bytes, led.dropped_sender["backpressure"]
+        rtt = None
+        if led.rtt.seen > self._rtt_seen and led.rtt.seen <= led.rtt.size:  # the newest is last until full
+            rtt = led.rtt.values[-1]
+            self._rtt_seen = led.rtt.seen
+        server = {k: v[0] / v[1] for k, v in led.server_ms.items() if v[1]}
+        led.server_ms.clear()
+        link = stream.link
+        o = Observation(now, self._sent, settled - self._marks[0], led.in_flight_bytes, rtt,
+                        {k: v[0] / v[1] for k, v in self._dev.items()}, {k: v[0] / v[1] for k, v in self._enc.items()},
+                        server, bp - self._marks[1])
+        self._sent, self._marks = 0, (settled, bp)
+        self._dev.clear()
+        self._enc.clear()
+        sw = self.controller.observe(o)
+        cur, est = self.controller.current, self.controller.est
+        stream.opts.max_buffered = int(max(MIN_FRAMES_BUFFERED * cur.payload_bytes, est.capacity_bps / 8 * QUEUE_TARGET_S))
+        if sw is not None:
+            stream.pipeline.choice = self.choices[sw.new]
+            record = {**sw.as_dict(), "wall": round(time.time(), 3), "after_frame": led.sent}
+            self.history.append(record)
+            log.warning("switch %s -> %s (%s): capacity %.0f kbit/s%s, delivered %.0f kbit/s, queue %.0f ms, "
+                        "predicted %s, receiver %s", sw.old.key, sw.new.key, sw.why, est.capacity_bps / 1e3,
+                        "" if est.capacity_known else " (not yet a ceiling)", est.delivered_bps / 1e3, est.queue_ms,
+                        sw.predicted_ms, link.receiver_id if link is not None else "-")
+        return sw
+
+    async def run(self, stream: SenderStream) -> None:
+        """Tick until cancelled (the stream's run ends)."""
+        stream.pipeline.choice = self.choice
+        stream.pipeline.on_encoded = self.on_encoded
+        loop = asyncio.get_running_loop()
+        next_t = loop.time()
+        while True:
+            next_t += TICK_S
+            await asyncio.sleep(max(0.0, next_t - loop.time()))
+            self.observe(stream, time.monotonic())
+
+    def app_stats(self) -> dict[str, Any]:
+        p = self.controller.current
+        return {"split": p.split, "codec": p.codec, "head": p.head, "operating_point": p.key,
+                "switches": self.controller.switches, "adaptive": self.controller.est.as_dict()}
+
+    def summary(self) -> dict[str, Any]:
+        return {"switches": self.controller.switches, "switch_log": list(self.history),
+                "final_point": self.controller.current.key, "candidates": [p.key for p in self.controller.points],
+                "profile": self.profile.as_dict(), "estimates": self.controller.est.as_dict()}
+
+
+def build(manifest: Manifest, points_file: str | Path | None, max_drop: float, fps: float, *,
+          int8_head: bool | None = None, portable: bool = True, threads: int = 1,
+          device_profile: str | Path | None = None) -> Adaptive:
+    """The candidates ``--max-drop`` allows (``models/operating_points.json``), every head they
+    use loaded and profiled here, the points no candidate can beat dropped (``pareto``).
+
+    ``device_profile``: a JSON file from ``python -m sender.profile`` run on the target device;
+    its times replace this machine's and are not refreshed from the stream (for planning a
+    deployment, or to run a slower device's policy on a faster machine)."""
+    ops = OperatingPoints.load(points_file or manifest.path.parent / "operating_points.json")
+    floor = ops.full_top1 - max_drop / 100.0
+    pts = [Point(o.split, o.codec, o.head, o.payload_bytes, o.top1) for o in ops.points
+           if o.split in manifest.splits and o.top1 >= floor - 1e-12
+           and (int8_head is None or (o.head == "int8") == int8_head)
+           and (not portable or _portable(o.codec))]
+    if not pts:
+        raise ValueError(f"no operating point within {max_drop} points of the full model's {ops.full_top1 * 100:.2f}%")
+    prof = profile(manifest, pts, threads)
+    if device_profile is not None:
+        try:
+            given = json.loads(Path(device_profile).read_text())
+            prof.device_ms.update({k: float(v) for k, v in given["device_ms"].items()})
+            prof.encode_ms.update({k: float(v) for k, v in given.get("encode_ms", {}).items()})
+        except (OSError, KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ValueError(f"{device_profile} is not a device profile (python -m sender.profile): {exc}") from None
+    kept = pareto(pts, prof.device_ms, prof.encode_ms)
+    log.info("adaptive: %d of %d operating points kept (the rest are beaten on bytes, device time and accuracy)",
+             len(kept), len(pts))
+    return Adaptive(kept, prof, fps, refresh_device=device_profile is None, manifest=manifest)
