@@ -1,8 +1,8 @@
 """``--split adaptive`` at run time: the held heads, the tick that feeds the controller, switches.
 
 ``sender.adaptive`` decides (pure logic); this module gives it what the stream measured each
-``TICK_S`` (bytes sent and settled from the ledger, the queue, the newest RTT, head, encode
-and receiver times) and applies what it decides: the pipeline's ``choice`` is replaced in one
+``TICK_S`` (bytes sent and settled from the ledger, the data channel's ``bufferedAmount``:
+the send queue whose drain is the link's rate, the newest RTT, head, encode and receiver times) and applies what it decides: the pipeline's ``choice`` is replaced in one
 assignment, read once per frame before its head runs, so every frame is made and labelled by
 one point and a switch loses nothing. Every switch is logged with its estimates, counted, and
 kept (the last ``KEEP_SWITCHES``) for the ``--json`` summary; the stats app dict carries the
@@ -76,15 +76,16 @@ class Adaptive:
         led = stream.ledger
         settled, bp = led.settled_bytes, led.dropped_sender["backpressure"]
         rtt = None
-        if led.rtt.seen > self._rtt_seen and led.rtt.seen <= led.rtt.size:  # the newest is last until full
-            rtt = led.rtt.values[-1]
+        if led.rtt.seen > self._rtt_seen:
+            rtt = led.rtt.last
             self._rtt_seen = led.rtt.seen
         server = {k: v[0] / v[1] for k, v in led.server_ms.items() if v[1]}
         led.server_ms.clear()
         link = stream.link
         o = Observation(now, self._sent, settled - self._marks[0], led.in_flight_bytes, rtt,
                         {k: v[0] / v[1] for k, v in self._dev.items()}, {k: v[0] / v[1] for k, v in self._enc.items()},
-                        server, bp - self._marks[1])
+                        server, bp - self._marks[1],
+                        buffered_bytes=link.channel.bufferedAmount if link is not None else 0)
         self._sent, self._marks = 0, (settled, bp)
         self._dev.clear()
         self._enc.clear()
