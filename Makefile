@@ -59,10 +59,11 @@ setup: $(VENV)/.runtime node_modules/.installed
 setup-dev: $(VENV)/.dev node_modules/.installed system-packages
 
 # Debian packages the tests use: Chromium for the pages (never `playwright install`), coturn
-# (a real TURN relay), tcpdump (what crosses the relay), iproute2 (network namespaces).
-APT_PACKAGES := chromium coturn tcpdump iproute2
-system-packages: ## Debian's chromium, coturn, tcpdump and iproute2 for the tests
-	@missing=""; for c in chromium turnserver tcpdump ip; do command -v $$c >/dev/null 2>&1 || missing=1; done; \
+# (a real TURN relay), tcpdump (what crosses the relay), iproute2 (network namespaces),
+# redis-server (signaling across nodes).
+APT_PACKAGES := chromium coturn tcpdump iproute2 redis-server
+system-packages: ## Debian's chromium, coturn, tcpdump, iproute2 and redis-server for the tests
+	@missing=""; for c in chromium turnserver tcpdump ip redis-server; do command -v $$c >/dev/null 2>&1 || missing=1; done; \
 	if [ -n "$$missing" ]; then apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES) >/dev/null; fi
 

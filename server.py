@@ -8,6 +8,7 @@ streaming if this server restarts (the Python peers reconnect and rejoin by them
 
     python server.py                       # http://127.0.0.1:8080
     python server.py --host 0.0.0.0 --port 9000 --max-room-peers 256
+    python server.py --port 8081 --redis redis://10.0.0.5:6379/0   # one of several nodes
     SPLITRTC_SECRET=... SPLITRTC_TURN_SECRET=... python server.py --host 0.0.0.0 --port 8443 \
         --cert build/certs/server.pem --key build/certs/server.key --ice-servers ice.json
 
@@ -24,6 +25,7 @@ from pathlib import Path
 
 from signaling import run, token, turn
 from signaling.access import Access
+from signaling.errors import RedisUnavailable
 from signaling.iceplan import IcePlan
 from signaling.limits import DEFAULT_BURST, DEFAULT_EVENTS_PER_S, DEFAULT_MAX_ROOM_PEERS, Limits
 from signaling.runner import tls_context
@@ -41,6 +43,7 @@ Secrets come best from the environment ($SPLITRTC_SECRET, $SPLITRTC_TURN_SECRET)
 line is visible to every user of the machine.
 """
 ENV_TURN_SECRET = "SPLITRTC_TURN_SECRET"
+ENV_REDIS = "SPLITRTC_REDIS"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -67,6 +70,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help=f"turn access control on: joins need a token signed with it (python -m signaling.token); "
                         f"default: ${token.ENV_SECRET}, else none (open server)")
     a.add_argument("--room", default="demo", help="room of the sender URL and QR code printed at start (default: %(default)s)")
+    p.add_argument("--redis", default=None, metavar="URL",
+                   help="redis://HOST:PORT/DB: run as one of several signaling nodes that share rooms, pools and "
+                        "stats through this Redis (clients use websockets only: no sticky sessions needed); the "
+                        "Redis must be private to the nodes. Default: $SPLITRTC_REDIS, else a single node")
     ice.add_ice_options(p)
     g = p.add_argument_group("TURN credentials")
     g.add_argument("--turn-secret", default=None,
@@ -83,6 +90,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--static {args.static} is not a folder")
     if (args.cert is None) != (args.key is None):
         p.error("--cert and --key go together")
+    args.redis = args.redis or os.environ.get(ENV_REDIS) or None
+    if args.redis is not None and not args.redis.startswith(("redis://", "rediss://", "unix://")):
+        p.error("--redis must be a redis://HOST:PORT/DB (or rediss://, unix://) URL")
     return args
 
 
@@ -113,7 +123,10 @@ def main(argv: list[str] | None = None) -> int:
         return cli.fail(PROG, err)
     try:
         run(host=args.host, port=args.port, static_dir=args.static, limits=limits, access=access,
-            ice=plan, ssl_context=ctx, room=args.room)
+            ice=plan, ssl_context=ctx, room=args.room, redis_url=args.redis)
+    except RedisUnavailable as err:  # a clear line, no traceback
+        print(f"{PROG}: {err}", file=sys.stderr)
+        return cli.EXIT_FAILED
     except OSError as err:  # lost a race for the port since the check
         return cli.fail(PROG, cli.describe_bind_error(args.host, args.port, err))
     except KeyboardInterrupt:  # only where the loop takes no signal handlers (Windows)

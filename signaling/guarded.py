@@ -18,6 +18,7 @@ from .flood import DISCONNECT, PASS, WARN, FloodGuard
 from .limits import Limits
 from .logsummary import SummaryLog
 from .packets import BoundedPacket
+from .remote import remote_address
 
 log = logging.getLogger("splitrtc.signaling.flood")
 
@@ -45,7 +46,7 @@ class GuardedServer(socketio.AsyncServer):
             self.counters.flood_disconnects += 1
             self.flood.forget(eio_sid)
             self._flood_log.warning("disconnect", "disconnecting client %s (%s): over %.0f events/s after %d "
-                                    "dropped events", eio_sid, self.environ.get(eio_sid, {}).get("REMOTE_ADDR", "?"),
+                                    "dropped events", eio_sid, remote_address(self.environ.get(eio_sid, {})),
                                     self.limits.events_per_s, self.limits.burst)
             await self.eio.disconnect(eio_sid)
 

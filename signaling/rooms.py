@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import Refused
+from .pool import Candidate, Load, is_pool, least_loaded
 
 ROLES = ("sender", "receiver", "dashboard")
 PEER_ROLES = ("sender", "receiver")  # the roles that take part in WebRTC
@@ -45,6 +46,17 @@ class Peer:
     def public(self) -> dict[str, str]:
         """The `Peer` object of the protocol: never leaks room internals or stats."""
         return {"id": self.id, "role": self.role, "name": self.name}
+
+
+@dataclass
+class Departure:
+    """A peer that left, and what its leaving means for the others: who must hear
+    ``peer-left`` (worked out before it left), and, for a pool receiver, the senders it was
+    serving, now without a receiver (to be assigned another)."""
+
+    peer: Peer
+    audience: list[Peer]
+    orphans: list[Peer] = field(default_factory=list)
 
 
 class RoomFull(Refused):
@@ -78,6 +90,8 @@ class Registry:
         self.max_room_peers = max_room_peers
         self._peers: dict[str, Peer] = {}
         self._rooms: dict[str, Room] = {}
+        self._assigned: dict[str, str] = {}  # pool sender id -> its receiver's id
+        self._loads: dict[str, Load] = {}     # pool receiver id -> its last reported load
 
     def get(self, peer_id: str) -> Peer | None:
         return self._peers.get(peer_id)
@@ -91,6 +105,15 @@ class Registry:
         `RoomFull` before anything changes (the peer keeps its old membership). Arguments
         are trusted: `validate.parse_join` has checked them.
         """
+        self.check_room(peer_id, room)
+        old = self.leave(peer_id)
+        peer = Peer(id=peer_id, room=room, role=role, name=name, expires=expires)
+        self._peers[peer_id] = peer
+        self._rooms.setdefault(room, Room()).add(peer)
+        return peer, old
+
+    def check_room(self, peer_id: str, room: str) -> None:
+        """RoomFull unless ``peer_id`` may join ``room`` (it is in it already, or there is space)."""
         current = self._peers.get(peer_id)
         target = self._rooms.get(room)
         already_in = current is not None and current.room == room
@@ -98,17 +121,27 @@ class Registry:
                 and target.size >= self.max_room_peers):
             raise RoomFull(f"room {room!r} is full ({self.max_room_peers} peers): try another room, "
                            "or ask the operator to raise --max-room-peers")
-        old = self.leave(peer_id)
-        peer = Peer(id=peer_id, room=room, role=role, name=name, expires=expires)
-        self._peers[peer_id] = peer
-        self._rooms.setdefault(room, Room()).add(peer)
-        return peer, old
+
+    def depart(self, peer_id: str) -> Departure | None:
+        """Remove a peer as ``leave`` does, with who must be told and who is orphaned."""
+        peer = self._peers.get(peer_id)
+        if peer is None:
+            return None
+        audience = self.audience(peer)
+        orphans = self.senders_of(peer) if peer.role == "receiver" else []
+        self.leave(peer_id)
+        return Departure(peer, audience, orphans)
 
     def leave(self, peer_id: str) -> Peer | None:
         """Remove a peer; returns what it was, or None if it was in no room (not an error)."""
         peer = self._peers.pop(peer_id, None)
         if peer is None:
             return None
+        self._assigned.pop(peer_id, None)
+        self._loads.pop(peer_id, None)
+        if peer.role == "receiver":  # its senders are orphans now (``depart`` lists them)
+            for sender in [s for s, r in self._assigned.items() if r == peer_id]:
+                del self._assigned[sender]
         members = self._rooms.get(peer.room)
         if members is not None:
             members.remove(peer)
@@ -124,12 +157,75 @@ class Registry:
         return self._of_roles(room, ROLES)
 
     def visible(self, peer: Peer) -> list[Peer]:
-        """The members ``peer`` is told about: its join ack's ``peers``."""
+        """The members ``peer`` is told about: its join ack's ``peers``. In a pool a sender
+        sees only the receiver assigned to it, a receiver only the senders it serves."""
+        if is_pool(peer.room) and peer.role != "dashboard":
+            return self._partners(peer)
         return self._of_roles(peer.room, VISIBLE[peer.role], skip=peer.id)
 
     def audience(self, peer: Peer) -> list[Peer]:
         """The members told when ``peer`` joins or leaves (peer-joined / peer-left)."""
+        if is_pool(peer.room):
+            return self.dashboards(peer.room) + (self._partners(peer) if peer.role != "dashboard" else [])
         return self._of_roles(peer.room, AUDIENCE[peer.role], skip=peer.id)
+
+    def _partners(self, peer: Peer) -> list[Peer]:
+        if peer.role == "sender":
+            receiver = self.receiver_of(peer)
+            return [receiver] if receiver is not None else []
+        return self.senders_of(peer)
+
+    # -- pools ---------------------------------------------------------------------------
+
+    def receiver_of(self, sender: Peer) -> Peer | None:
+        rid = self._assigned.get(sender.id)
+        return self._peers.get(rid) if rid is not None else None
+
+    def senders_of(self, receiver: Peer) -> list[Peer]:
+        return [p for p in self._of_roles(receiver.room, ("sender",)) if self._assigned.get(p.id) == receiver.id]
+
+    def waiting(self, room: str) -> list[Peer]:
+        """The senders of pool ``room`` that have no receiver."""
+        return [p for p in self._of_roles(room, ("sender",)) if p.id not in self._assigned]
+
+    def assign(self, sender: Peer, exclude: tuple[str, ...] | set[str] = ()) -> Peer | None:
+        """Give ``sender`` the least-loaded receiver of its pool (``pool.least_loaded``) that
+        is not in ``exclude``, replacing any it had; None (and no receiver) if none is left."""
+        self._assigned.pop(sender.id, None)
+        receivers = self._of_roles(sender.room, ("receiver",))
+        counts: dict[str, int] = {}
+        for p in self._of_roles(sender.room, ("sender",)):
+            rid = self._assigned.get(p.id)
+            if rid is not None:
+                counts[rid] = counts.get(rid, 0) + 1
+        chosen = least_loaded((Candidate(r.id, counts.get(r.id, 0), self._loads.get(r.id, Load()))
+                               for r in receivers), exclude)
+        if chosen is None:
+            return None
+        self._assigned[sender.id] = chosen
+        return self._peers[chosen]
+
+    def release(self, sender: Peer) -> Peer | None:
+        """Take ``sender``'s receiver away; returns it (None if it had none)."""
+        rid = self._assigned.pop(sender.id, None)
+        return self._peers.get(rid) if rid is not None else None
+
+    def record_assignment(self, sender_id: str, receiver_id: str | None) -> None:
+        """Mirror an assignment made elsewhere (Redis) when both ends are members here."""
+        if receiver_id is not None and sender_id in self._peers and receiver_id in self._peers:
+            self._assigned[sender_id] = receiver_id
+        else:
+            self._assigned.pop(sender_id, None)
+
+    def members_all(self) -> list[Peer]:
+        return list(self._peers.values())
+
+    def set_load(self, receiver: Peer, load: Load) -> None:
+        if receiver.id in self._peers:
+            self._loads[receiver.id] = load
+
+    def load_of(self, receiver: Peer) -> Load:
+        return self._loads.get(receiver.id, Load())
 
     def others(self, peer: Peer) -> list[Peer]:
         """Everyone else in the peer's room."""
@@ -140,16 +236,10 @@ class Registry:
 
     def relay_target(self, source: Peer, to_id: str) -> Peer:
         """The addressee of a `signal`, or Refused saying why this relay is not allowed."""
-        if source.role not in PEER_ROLES:
-            raise Refused(f"a {source.role} may not send signal messages")
-        target = self._peers.get(to_id)
-        if target is None or target.room != source.room:
-            # Same answer for "unknown" and "other room": do not reveal other rooms' members.
-            raise Refused(f"no peer {to_id!r} in room {source.room!r}")
-        if target.role not in PEER_ROLES:
-            raise Refused(f"peer {to_id!r} is a {target.role} and takes no signal messages")
-        if target.role == source.role:
-            raise Refused(f"signal must go sender<->receiver, not {source.role}->{target.role}")
+        target = check_relay(source, self._peers.get(to_id), to_id)
+        if is_pool(source.room):
+            sender, receiver = (source, target) if source.role == "sender" else (target, source)
+            check_assigned(sender, receiver, self._assigned.get(sender.id))
         return target
 
     def totals(self) -> dict[str, int]:
@@ -161,3 +251,24 @@ class Registry:
         rooms = {name: {role: len(members.by_role[role]) for role in ROLES}
                  for name, members in self._rooms.items()}
         return {"rooms": len(rooms), "peers": len(self._peers), "by_room": rooms}
+
+
+def check_relay(source: Peer, target: Peer | None, to_id: str) -> Peer:
+    """The relay rules of docs/signaling.md, for any registry: ``target`` is the addressee
+    looked up by id (None: unknown)."""
+    if source.role not in PEER_ROLES:
+        raise Refused(f"a {source.role} may not send signal messages")
+    if target is None or target.room != source.room:
+        # Same answer for "unknown" and "other room": do not reveal other rooms' members.
+        raise Refused(f"no peer {to_id!r} in room {source.room!r}")
+    if target.role not in PEER_ROLES:
+        raise Refused(f"peer {to_id!r} is a {target.role} and takes no signal messages")
+    if target.role == source.role:
+        raise Refused(f"signal must go sender<->receiver, not {source.role}->{target.role}")
+    return target
+
+
+def check_assigned(sender: Peer, receiver: Peer, assigned: str | None) -> None:
+    """In a pool, signaling goes only between a sender and the receiver assigned to it."""
+    if assigned != receiver.id:
+        raise Refused(f"receiver {receiver.id!r} is not the one assigned to sender {sender.id!r} in this pool")

@@ -111,13 +111,21 @@ async def start_server(host: str = "127.0.0.1", port: int = 0,
                        limits: Limits | None = None,
                        access: Access | None = None,
                        ice: IcePlan | None = None,
-                       ssl_context: ssl.SSLContext | None = None) -> RunningServer:
+                       ssl_context: ssl.SSLContext | None = None,
+                       redis_url: str | None = None) -> RunningServer:
     """Start listening and return at once; port 0 picks a free port. OSError (e.g.
     EADDRINUSE) if the port cannot be had, with nothing left running. With ``ssl_context``
-    the pages and Socket.IO are served over TLS (``tls_context``)."""
-    app = create_app(static_dir=static_dir, repo_root=repo_root, limits=limits, access=access, ice=ice)
+    the pages and Socket.IO are served over TLS (``tls_context``). With ``redis_url`` the
+    rooms are shared with every node using that Redis (``RedisUnavailable`` if it does not
+    answer)."""
+    app = create_app(static_dir=static_dir, repo_root=repo_root, limits=limits, access=access, ice=ice,
+                     redis_url=redis_url)
     runner = web.AppRunner(app, shutdown_timeout=SHUTDOWN_TIMEOUT_S, handle_signals=False)
-    await runner.setup()
+    try:
+        await runner.setup()
+    except BaseException:
+        await runner.cleanup()
+        raise
     site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
     try:
         await site.start()
@@ -137,12 +145,12 @@ async def serve_forever(host: str = "127.0.0.1", port: int = 8080,
                         access: Access | None = None,
                         ice: IcePlan | None = None,
                         ssl_context: ssl.SSLContext | None = None,
-                        room: str = "demo") -> None:
+                        room: str = "demo", redis_url: str | None = None) -> None:
     """Run until SIGINT/SIGTERM, then shut down cleanly (clients told, in under 3 s).
 
     When it serves other machines (not loopback), it also prints the sender page's LAN URL
     for ``room`` and its QR code, so a phone on the same network joins in one step."""
-    server = await start_server(host, port, static_dir, repo_root, limits, access, ice, ssl_context)
+    server = await start_server(host, port, static_dir, repo_root, limits, access, ice, ssl_context, redis_url)
     print(f"SplitRTC signaling server on {server.url}\n"
           f"  dashboard: {server.url}/dashboard\n"
           f"  sender:    {server.url}/sender\n"
@@ -151,6 +159,9 @@ async def serve_forever(host: str = "127.0.0.1", port: int = 8080,
           flush=True)
     if ice is not None:
         print(f"  ICE:       {ice.describe()}", flush=True)
+    if redis_url is not None:
+        from .redisdir import safe_url
+        print(f"  Redis:     {safe_url(redis_url)} (rooms and pools shared with its other nodes)", flush=True)
     if not is_loopback(host):
         from .qr import print_sender_urls  # segno only where it is used
         print_sender_urls(server.port, server.https, room, host=host)
@@ -169,6 +180,6 @@ async def serve_forever(host: str = "127.0.0.1", port: int = 8080,
 def run(host: str = "127.0.0.1", port: int = 8080,
         static_dir: Path | str | None = None, repo_root: Path | str | None = None,
         limits: Limits | None = None, access: Access | None = None, ice: IcePlan | None = None,
-        ssl_context: ssl.SSLContext | None = None, room: str = "demo") -> None:
+        ssl_context: ssl.SSLContext | None = None, room: str = "demo", redis_url: str | None = None) -> None:
     """Blocking entry point for programs without their own event loop."""
-    asyncio.run(serve_forever(host, port, static_dir, repo_root, limits, access, ice, ssl_context, room))
+    asyncio.run(serve_forever(host, port, static_dir, repo_root, limits, access, ice, ssl_context, room, redis_url))

@@ -41,6 +41,7 @@ class JoinRequest:
     role: str
     name: str
     token: str | None = None
+    pool: bool = False  # ``room`` names a receiver pool (docs/signaling.md, "Pools")
 
 
 @dataclass(frozen=True)
@@ -109,7 +110,23 @@ def parse_join(payload: dict[str, Any]) -> JoinRequest:
         raise Refused(f"role must be one of {', '.join(ROLES)}, got {role!r}")
     name = _string(payload, "name", max_chars=MAX_NAME_CHARS, required=False) or ""
     token = _string(payload, "token", max_chars=MAX_TOKEN_CHARS, required=False) or None
-    return JoinRequest(room=room, role=role, name=name, token=token)
+    pool = payload.get("pool", False)
+    if not isinstance(pool, bool):
+        raise Refused(f"'pool' must be true or false, got {_json_type(pool)}")
+    return JoinRequest(room=room, role=role, name=name, token=token, pool=pool)
+
+
+MAX_EXCLUDE = 64  # receivers a sender may ask not to be given (those it just failed with)
+
+
+def parse_assign(payload: dict[str, Any]) -> set[str]:
+    """The ``exclude`` list of an ``assign`` request: receiver ids, bounded in number and length."""
+    exclude = payload.get("exclude", [])
+    if not isinstance(exclude, list) or len(exclude) > MAX_EXCLUDE:
+        raise Refused(f"'exclude' must be an array of at most {MAX_EXCLUDE} receiver ids")
+    if not all(isinstance(e, str) and len(e) <= MAX_ID_CHARS for e in exclude):
+        raise Refused(f"'exclude' must hold receiver ids (strings of at most {MAX_ID_CHARS} characters)")
+    return set(exclude)
 
 
 def parse_signal(payload: dict[str, Any]) -> SignalRequest:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import signal
 import struct
@@ -160,6 +161,17 @@ class Testnet:
         self._procs.append(proc)
         return proc
 
+    def launcher(self, ns: str, program: str, name: str) -> Path:
+        """An executable script in the work folder that runs ``program`` with its arguments
+        inside ``ns``, for a tool that insists on starting a program itself: Playwright
+        launching Chromium, say, which it then drives over a pipe (inherited file descriptors
+        cross ``ip netns exec`` unchanged, so no debugging port has to be routed out of the
+        namespace). What it starts lives in ``ns`` and is killed with it by ``close``."""
+        script = self.workdir / name
+        script.write_text(f'#!/bin/sh\nexec ip netns exec {shlex.quote(ns)} {shlex.quote(program)} "$@"\n')
+        script.chmod(0o755)
+        return script
+
     def python(self, ns: str, args: Sequence[str], log: Path) -> subprocess.Popen[bytes]:
         return self.spawn(ns, [PY, *args], log)
 
@@ -203,11 +215,13 @@ class Testnet:
     def start_coturn(self, secret: str, log_name: str = "turnserver.log") -> Coturn:
         return Coturn.start(self, secret, self.workdir / log_name)
 
-    def start_signaling(self, port: int = 8080, extra: Sequence[str] = (), ca: Path | None = None) -> tuple[str, str]:
+    def start_signaling(self, port: int = 8080, extra: Sequence[str] = (), ca: Path | None = None,
+                        log_name: str = "server.log") -> tuple[str, str]:
         """``server.py`` in the relay namespace on every address; returns the URLs the device
         side and the server side use to reach it. ``ca``: the server serves HTTPS (``extra``
-        has its --cert/--key) with a certificate signed by this CA, which the probe trusts."""
-        log = self.workdir / "server.log"
+        has its --cert/--key) with a certificate signed by this CA, which the probe trusts.
+        Several may run at once on different ports, each with its own ``log_name``."""
+        log = self.workdir / log_name
         proc = self.python(self.relay, ["server.py", "--host", "0.0.0.0", "--port", str(port), *extra], log)
         scheme = "https" if ca is not None else "http"
         device_url, server_url = f"{scheme}://{self.ip.relay_dev}:{port}", f"{scheme}://{self.ip.relay_srv}:{port}"

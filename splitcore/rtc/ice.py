@@ -248,3 +248,20 @@ def from_urls(urls: Sequence[str] | None) -> IceConfig:
 def _json_type(value: object) -> str:
     names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}
     return names.get(type(value), "a number" if isinstance(value, int | float) else type(value).__name__)
+
+
+def with_server_list(own: IceConfig | Sequence[str] | None, offered: object,
+                     policy: str | None = None) -> IceConfig | Sequence[str] | None:
+    """The configuration a Python peer uses for its next connection: its own when it has any
+    servers (``--ice-servers``, the environment), else the list the signaling server gave it
+    at join (``server.py --ice-servers``, with per-peer TURN REST credentials from
+    ``--turn-secret``), with the server's relay policy; the peer's own ``--relay-only`` holds
+    either way. An invalid offered list is ignored (the peer keeps host candidates) rather
+    than trusted: it came over the network."""
+    if not isinstance(own, IceConfig) or own.servers or not offered:
+        return own
+    try:
+        servers = parse_servers(offered, "the signaling server's ICE list")
+        return IceConfig(servers, own.relay_only or policy == "relay", "the signaling server")
+    except IceConfigError:
+        return own

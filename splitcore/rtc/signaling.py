@@ -43,6 +43,7 @@ NEW, JOINED, RECONNECTING, LOST, CLOSED = "new", "joined", "reconnecting", "lost
 
 
 ENV_TOKEN = "SPLITRTC_TOKEN"
+ASSIGN_EVERY_S = 1.0  # pool senders ask for another receiver at most this often
 
 
 class SignalingError(RuntimeError):
@@ -116,18 +117,25 @@ class SignalingClient:
 
     def __init__(self, url: str, room: str, role: str, name: str = "", *,
                  give_up_after: float = 60.0, backoff: tuple[float, float] = (0.25, 5.0),
-                 call_timeout: float = 10.0, credentials: Credentials | None = None) -> None:
-        """``give_up_after``: seconds of failed reconnection before the client is lost;
+                 call_timeout: float = 10.0, credentials: Credentials | None = None,
+                 pool: bool = False) -> None:
+        """``pool``: ``room`` names a receiver pool (docs/signaling.md, "Pools"): a sender
+        is shown only the receiver the server assigned it (``request_assignment`` asks for
+        another), a receiver only the senders it serves;
+        ``give_up_after``: seconds of failed reconnection before the client is lost;
         ``backoff``: (first, longest) wait between attempts, doubled each time, +-25% jitter;
         ``call_timeout``: the longest wait for the server's answer to a ``signal``;
         ``credentials``: token and CA (default: none, for an open ``http://`` server)."""
         self.url, self.room, self.role, self.name = url, room, role, name
+        self.pool = pool
+        self._asked_at = -ASSIGN_EVERY_S  # loop time of the last ``assign`` request
         self.credentials = credentials or Credentials()
         self._ssl = self.credentials.ssl_context()
         # What the last join ack said: the name the server shows (a token's, when it has
         # one) and the ICE servers it hands out (None when it hands out none).
         self.granted_name = name
-        self.ice_servers: list[dict[str, Any]] | None = None
+        self.ice_servers: list[dict[str, Any]] | None = None  # the join ack's list (server.py --ice-servers)
+        self.ice_policy: str | None = None                    # and its iceTransportPolicy
         self.give_up_after, self.backoff, self.call_timeout = give_up_after, backoff, call_timeout
         # handle_sigint=False: python-engineio would otherwise install a SIGINT handler that
         # cancels every task of the program. Reconnection is ours (rejoin, give-up deadline).
@@ -201,6 +209,8 @@ class SignalingClient:
             raise
         try:
             join: dict[str, Any] = {"room": self.room, "role": self.role, "name": self.name}
+            if self.pool:
+                join["pool"] = True
             if self.credentials.token:
                 join["token"] = self.credentials.token
             ack = await self._call("join", join, timeout)
@@ -218,6 +228,7 @@ class SignalingClient:
         name, servers = ack.get("name"), ack.get("iceServers")
         self.granted_name = name if isinstance(name, str) else self.name
         self.ice_servers = servers if isinstance(servers, list) else None
+        self.ice_policy = ack.get("iceTransportPolicy") if isinstance(ack.get("iceTransportPolicy"), str) else None
         self._set_state(JOINED)
 
     async def _drop_transport(self) -> None:
@@ -249,6 +260,30 @@ class SignalingClient:
         ack = await self._call("signal", {"to": to, "type": kind, **fields}, self.call_timeout)
         if not isinstance(ack, dict) or not ack.get("ok"):
             raise SignalingError(f"{kind} to {to} refused: {ack.get('error') if isinstance(ack, dict) else ack}")
+
+    async def request_assignment(self, exclude: set[str] | frozenset[str] = frozenset()) -> dict | None:
+        """Pool senders: ask the server for the least-loaded receiver not in ``exclude`` (those
+        this sender could not connect to); it replaces the receiver in ``peers`` and is
+        returned (None: none free now; the server announces one when it joins). Asks at most
+        once per ``ASSIGN_EVERY_S`` (returns None at once otherwise): callers may poll."""
+        loop = asyncio.get_running_loop()
+        if not self.pool or self.role != "sender" or self._state != JOINED or \
+                loop.time() - self._asked_at < ASSIGN_EVERY_S:
+            return None
+        self._asked_at = loop.time()
+        ack = await self._call("assign", {"exclude": sorted(exclude)[:64]}, self.call_timeout)
+        if not isinstance(ack, dict) or not ack.get("ok"):
+            raise SignalingError(f"assign refused: {ack.get('error') if isinstance(ack, dict) else ack}")
+        receiver = ack.get("receiver")
+        if not isinstance(receiver, dict) or not isinstance(receiver.get("id"), str):
+            return None
+        for pid in [pid for pid, p in self.peers.items() if p.get("role") == "receiver" and pid != receiver["id"]]:
+            self.peers.pop(pid)
+        if receiver["id"] not in self.peers:
+            self.peers[receiver["id"]] = receiver
+            self._event("joined", receiver)
+        log.info("pool %s: assigned receiver %s (%s)", self.room, receiver["id"], receiver.get("name", ""))
+        return receiver
 
     async def wait_for_peer(self, role: str, name: str | None = None, timeout: float = 30.0) -> dict:
         """The first peer of ``role`` in the room (already there, or joining within
