@@ -19,7 +19,7 @@ from aiohttp import web
 
 from .access import Access
 
-log = logging.getLogger("signaling.http")
+log = logging.getLogger("splitrtc.signaling.http")
 
 MANIFEST = "manifest.json"
 # The model files of one split a page may need: the sender's head (float or int8), the
