@@ -10,6 +10,13 @@ seconds is taken for gone and its session closed. Offers that do not become a da
 within --offer-timeout seconds are torn down. A sender whose malformed messages outrun
 --malformed-rate (after a burst of --malformed-burst) is disconnected.
 
+With --workers N (auto: one per core) the senders are served by N worker processes,
+each with its own event loop, peer connections and tails; the room still sees one receiver
+(see receiver/pool.py). --workers 1 is a single process, as before.
+
+Within a process, frames of the same split that are ready together run as one tail job of
+at most --max-batch frames (see receiver/engine.py).
+
 Ctrl-C or SIGTERM closes every session and exits 0 (printing --summary first).
 
 Example:
@@ -20,12 +27,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import signal
 import sys
 from collections.abc import Coroutine
 from typing import Any
 
+from receiver.engine import MAX_BATCH
 from receiver.limits import Limits
+from receiver.pool import ReceiverPool, default_workers
 from receiver.service import Receiver
 from splitcore.process import cli
 from splitcore.process.cpus import add_cpus_option, pin
@@ -41,9 +51,17 @@ SHUTDOWN_S = 2.5  # closing every session at exit; the process must be gone with
 def parse(argv: list[str] | None) -> argparse.Namespace:
     p = cli.parser("python -m receiver", __doc__)
     cli.add_peer_options(p, "receiver")
+    p.add_argument("--pool", default=None, metavar="NAME",
+                   help="register in receiver pool NAME instead of --room: the server gives each sender that asks "
+                        "for the pool the least-loaded receiver (docs/signaling.md, Pools)")
     p.add_argument("--manifest", default=None, help="models/manifest.json of the models to serve")
     p.add_argument("--threads", type=cli.positive(int, "ONNX Runtime threads per tail"), default=1,
                    help="ONNX Runtime threads per tail (default 1)")
+    p.add_argument("--workers", type=_workers, default=1, metavar="N|auto",
+                   help="worker processes serving the senders; auto: one per core this process may use "
+                        "(default 1: this process alone, as before)")
+    p.add_argument("--max-batch", type=cli.positive(int, "frames"), default=MAX_BATCH,
+                   help="frames of one split in one tail job (default %(default)s)")
     p.add_argument("--summary", action="store_true", help="print per-sender counters as JSON at exit")
     d = Limits()
     g = p.add_argument_group("limits (what one sender, or all together, can make the receiver hold)")
@@ -70,6 +88,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def _workers(text: str) -> int:
+    """``--workers``: a positive count, or ``auto`` for one per core."""
+    return default_workers() if text == "auto" else int(cli.positive(int, "worker processes")(text))
+
+
 def limits(args: argparse.Namespace) -> Limits:
     return Limits(max_sessions=args.max_sessions, max_per_sender=args.max_per_sender,
                   offer_timeout_s=args.offer_timeout, peer_timeout_s=args.peer_timeout,
@@ -82,8 +105,9 @@ async def run(args: argparse.Namespace) -> Receiver:
     log.info("%s", ice_config.describe())
     if ice_config.aiortc_ignored:
         log.warning("aiortc uses one STUN and one TURN url; ignored: %s", ", ".join(ice_config.aiortc_ignored))
-    receiver = Receiver(args.server, args.room, args.name, Manifest.load(args.manifest),
-                        args.threads, ice_config, limits(args), credentials_from(args))
+    receiver = Receiver(args.server, args.pool or args.room, args.name, Manifest.load(args.manifest),
+                        args.threads, ice_config, limits(args), credentials_from(args), args.max_batch,
+                        pool=args.pool is not None)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
 
@@ -137,9 +161,64 @@ async def _until_stopped(coro: Coroutine[Any, Any, None], stop: asyncio.Event) -
     return False
 
 
+async def run_pool(args: argparse.Namespace, argv: list[str]) -> ReceiverPool:
+    """The parent of ``--workers N``: workers started, room joined, until a signal."""
+    Manifest.load(args.manifest)  # a bad manifest is said once, here, not by every worker
+    pool = ReceiverPool(args.server, args.room, args.name, args.workers, worker_argv(argv),
+                        credentials_from(args))
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        if await _until_stopped(pool.start(), stop):
+            for sig in (signal.SIGINT, signal.SIGTERM):  # again: python-engineio's own handler
+                loop.add_signal_handler(sig, stop.set)
+            try:
+                await _until_stopped(pool.serve(), stop)
+            except SignalingError as exc:
+                log.error("exiting: %s", exc)
+                pool.exit_code = cli.EXIT_FAILED
+    finally:
+        log.info("stopping %d worker(s)", args.workers)
+        await pool.close()
+    return pool
+
+
+def worker_argv(argv: list[str]) -> list[str]:
+    """The receiver's arguments without ``--workers`` (the workers take all the others)."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--workers":
+            skip = True
+        elif not a.startswith("--workers="):
+            out.append(a)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parse(argv)
     cli.setup_logging(args.log_level)
+    if args.workers is None:
+        args.workers = 1 if args.pool else default_workers()
+    if args.pool and args.workers > 1:  # the workers' parent does not register in pools (yet)
+        return cli.fail("receiver", "--pool takes --workers 1 for now: run one receiver process per core in the pool")
+    if args.workers > 1:
+        try:
+            pool = run_with_loop(run_pool(args, argv), args.event_loop)
+        except (ModelError, SignalingError, ValueError) as exc:
+            return cli.fail("receiver", exc)
+        if args.summary:
+            print(json.dumps(pool.summary()))
+        # Workers and room are closed and the summary said: skip the interpreter's teardown
+        # (over 2 s here, mostly finalisers of imported native libraries), so Ctrl-C ends the
+        # pool within 3 s.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(pool.exit_code)
     try:
         if args.cpus:
             pin(args.cpus)  # before the tail sessions and their worker thread exist

@@ -27,12 +27,12 @@ from typing import Any
 
 from aiortc import RTCDataChannel, RTCPeerConnection
 
-from receiver.engine import TailEngine
+from receiver.engine import MAX_BATCH, TailEngine
 from receiver.limits import Limits
 from receiver.lograte import RateLimitedLog
 from receiver.session import SenderSession
 from splitcore.process.cli import logger
-from splitcore.rtc.ice import IceConfig
+from splitcore.rtc.ice import IceConfig, with_server_list
 from splitcore.rtc.peer import add_browser_candidate, description, new_peer_connection, security_entry
 from splitcore.rtc.signaling import Credentials, SignalingClient, SignalingError
 from splitcore.rtc.stats import ChannelCounter, Report, StatsPublisher, collect
@@ -59,16 +59,18 @@ class Receiver:
     def __init__(self, server: str, room: str, name: str = "receiver",
                  manifest: Manifest | None = None, threads: int = 1,
                  ice_servers: IceConfig | Sequence[str] | None = None, limits: Limits | None = None,
-                 credentials: Credentials | None = None) -> None:
-        self.engine = TailEngine(manifest or Manifest.load(), threads)
+                 credentials: Credentials | None = None, max_batch: int = MAX_BATCH, pool: bool = False) -> None:
+        self.engine = TailEngine(manifest or Manifest.load(), threads, max_batch)
         self.limits = limits or Limits()
-        self.signaling = SignalingClient(server, room, "receiver", name, credentials=credentials)
+        # pool: ``room`` is a receiver pool; the server assigns senders by the ``load`` in _app
+        self.signaling = SignalingClient(server, room, "receiver", name, credentials=credentials, pool=pool)
         self.signaling.on_signal(self._on_signal)
         self.ice_servers = ice_servers
         self.peers: dict[str, _Peer] = {}
         self.publisher = StatsPublisher(self.signaling.sio, self._report, self._app,
                                         ready=lambda: self.signaling.joined)
         self._fps_mark = (time.monotonic(), 0)  # (when, replies then): fps between reports
+        self._cpu_mark = (time.monotonic(), time.process_time())  # CPU share between reports
         self.closed_summaries: OrderedDict[str, dict[str, int]] = OrderedDict()
         # Final stats of ended sessions, reported (state "closed") like a browser keeps a
         # closed channel's stats, so the dashboard sees each sender's last bytes too.
@@ -180,9 +182,13 @@ class Receiver:
         key = self._admit(sender)
         if key is None:
             return
-        pc = new_peer_connection(self.ice_servers)
+        ice = with_server_list(self.ice_servers, self.signaling.ice_servers, self.signaling.ice_policy)
+        if ice is not self.ice_servers and isinstance(ice, IceConfig):
+            log.info("peer %s: %s", sender, ice.describe())
+        pc = new_peer_connection(ice)
         session = SenderSession(key, sender, self.engine, self.limits, self._session_ended)
         peer = self.peers[key] = _Peer(key, sender, pc, session)
+        self._load_changed()
 
         @pc.on("datachannel")
         def on_channel(channel: RTCDataChannel) -> None:
@@ -198,13 +204,20 @@ class Receiver:
         try:
             await pc.setRemoteDescription(description(offer))
             await pc.setLocalDescription(await pc.createAnswer())
-            await self.signaling.signal(sender, "answer", sdp=pc.localDescription.sdp)
+            await self._signal_out(sender, "answer", sdp=pc.localDescription.sdp)
         except Exception as exc:  # a garbage offer, or signaling gone: nothing to keep
             self._refused.event("bad_offer", f"{sender}: cannot answer its offer: {type(exc).__name__}: "
                                 f"{str(exc)[:200]}")
             self._end(key, "offer not answered", quiet=True)
             return
         log.info("peer %s: answered offer", key)
+
+    async def _signal_out(self, to: str, kind: str, **fields: Any) -> None:
+        """Signal ``to`` through the room (a pool's worker sends it through its parent)."""
+        await self.signaling.signal(to, kind, **fields)
+
+    def _load_changed(self) -> None:
+        """A session was added or forgotten (a pool's worker tells its parent)."""
 
     # ------------------------------------------------------------------------- ending
 
@@ -222,6 +235,7 @@ class Receiver:
         peer = self.peers.pop(key, None)
         if peer is None:
             return
+        self._load_changed()
         task = asyncio.create_task(self._close_peer(peer, why, quiet), name=f"close-{key}")
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
@@ -296,7 +310,11 @@ class Receiver:
         now, (then, before) = time.monotonic(), self._fps_mark
         self._fps_mark = (now, total["replied"])
         fps = round((total["replied"] - before) / (now - then), 2) if now > then and total["replied"] >= before else 0.0
-        return {"senders": len(sessions), **total, "fps": fps, "dropped": total["dropped_stale"] +
+        (cpu_then, cpu_before), cpu_now = self._cpu_mark, time.process_time()
+        self._cpu_mark = (now, cpu_now)
+        cpu = round((cpu_now - cpu_before) / (now - cpu_then), 3) if now > cpu_then else 0.0
+        load = {"streams": len(sessions), "cpu": cpu, "queue": self.engine.queued}  # pool assignment (signaling.pool)
+        return {"senders": len(sessions), **total, "fps": fps, "load": load, "dropped": total["dropped_stale"] +
                 total["dropped_incomplete"], "label": last.last_label if last else "",
                 "split": last.last_split if last else ""}
 

@@ -85,6 +85,7 @@ class SenderSession:
         self._busy: int | None = None
         self._pending: _Pending | None = None
         self._wake = asyncio.Event()
+        self.compact = False                   # the sender asked for compact replies (no probs, no logits)
         self._worker = asyncio.create_task(self._run(), name=f"session-{key}")
 
     def attach(self, channel: RTCDataChannel) -> bool:
@@ -94,9 +95,11 @@ class SenderSession:
             channel.close()
             return False
         self.channel = channel
+        # Asked once per connection, in the channel's protocol: nothing is decided per frame.
+        self.compact = getattr(channel, "protocol", "") == messages.COMPACT
         self.last_heard = time.monotonic()
         channel.on("message", self.on_message)
-        log.info("peer %s: channel %r open", self.peer_id, channel.label)
+        log.info("peer %s: channel %r open%s", self.peer_id, channel.label, " (compact replies)" if self.compact else "")
         return True
 
     # ------------------------------------------------------------------------- receiving
@@ -173,7 +176,8 @@ class SenderSession:
                 continue
             self._busy = job.slot
             try:
-                result = await self.engine.infer(job.header.split, self._bufs[job.header.split][job.slot])
+                result = await self.engine.submit(job.header.split, self._bufs[job.header.split][job.slot],
+                                                  probs=not self.compact)
             except Exception:
                 log.exception("peer %s: tail failed on seq %d", self.peer_id, job.header.seq)
                 self._send(Error(job.header.seq, "tail_failed", "the tail raised; see the receiver's log"))
@@ -190,7 +194,9 @@ class SenderSession:
         now = time.monotonic()
         timing = Timing(round(job.decode_ms, 3), round((r.started - job.received) * 1000, 3),
                         round(r.tail_ms, 3), round((now - job.received) * 1000, 3))
-        if self._send(Reply(h.seq, h.capture_ms, h.split, r.label, name, r.probs, timing, r.logits)):
+        reply = (Reply(h.seq, h.capture_ms, h.split, r.label, name, (), timing) if self.compact
+                 else Reply(h.seq, h.capture_ms, h.split, r.label, name, r.probs, timing, r.logits))
+        if self._send(reply):
             self.counters.replied += 1
 
     # ------------------------------------------------------------------------- sending

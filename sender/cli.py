@@ -55,6 +55,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--loop", action="store_true", help="loop the video file")
     cli.add_peer_options(p, "python-sender")
     p.add_argument("--receiver", default=None, help="name of the receiver to use (default: the first)")
+    p.add_argument("--pool", default=None, metavar="NAME",
+                   help="ask receiver pool NAME instead of --room: the server assigns the least-loaded receiver, "
+                        "and another when it is lost (docs/signaling.md, Pools)")
     p.add_argument("--split", default="stage1",
                    help="split point id from the manifest (default: stage1); 'auto': the fewest "
                         "bytes within --max-drop of the full model, from models/operating_points.json, fixed "
@@ -85,6 +88,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                         "before giving up with exit code 1 (default 60)")
     p.add_argument("--verify", action="store_true",
                    help="also run the full model locally and compare the receiver's logits bit for bit")
+    p.add_argument("--compact-replies", action="store_true",
+                   help="ask the receiver for compact replies (label, name and timing; no probs or "
+                        "logits): less for it to do per frame; ignored with --verify, which needs the logits")
     p.add_argument("--json", action="store_true", help="print one JSON summary object on stdout at exit")
     p.add_argument("--log", type=Path, default=None, help="write one JSON line per frame to FILE")
     p.add_argument("--threads", type=cli.positive(int, "ONNX Runtime threads"), default=1,
@@ -165,8 +171,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     log_file = open(args.log, "w", buffering=1) if args.log else None  # noqa: SIM115 (closed in finally)
     ledger = Ledger(manifest.classes, log_file)
     opts = StreamOptions(split=split, codec=codec, frames=args.frames, fps=args.fps, receiver_name=args.receiver,
-                         reconnect_timeout=args.reconnect_timeout)
-    signaling = SignalingClient(args.server, args.room, "sender", args.name, credentials=credentials)
+                         reconnect_timeout=args.reconnect_timeout,
+                         compact_replies=args.compact_replies and not args.verify)
+    signaling = SignalingClient(args.server, args.pool or args.room, "sender", args.name, credentials=credentials,
+                                pool=args.pool is not None)
     stream = SenderStream(signaling, compute, source, ledger, opts, ice_config)
     stream.adaptive = adaptive
     status = None

@@ -37,11 +37,13 @@ class Link:
     """
 
     def __init__(self, receiver: dict, ice_servers: IceConfig | Sequence[str] | None,
-                 on_text: Callable[[Link, str], None], on_lost: Callable[[Link, str], None]) -> None:
+                 on_text: Callable[[Link, str], None], on_lost: Callable[[Link, str], None],
+                 protocol: str = "") -> None:
+        """``protocol``: the data channel's; ``messages.COMPACT`` asks for compact replies."""
         self.receiver_id: str = receiver["id"]
         self.receiver_name: str = str(receiver.get("name", ""))
         self.pc: RTCPeerConnection = new_peer_connection(ice_servers)
-        self.channel: RTCDataChannel = self.pc.createDataChannel("latent", ordered=True)
+        self.channel: RTCDataChannel = self.pc.createDataChannel("latent", ordered=True, protocol=protocol)
         self.counter = ChannelCounter.attach(self.channel)
         self.opened = asyncio.Event()
         self.lost: str | None = None

@@ -23,12 +23,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from splitcore.process.cli import logger
-from splitcore.rtc.ice import IceConfig
+from splitcore.rtc.ice import IceConfig, with_server_list
 from splitcore.rtc.peer import security_entry
 from splitcore.rtc.signaling import SignalingClient, SignalingError
 from splitcore.rtc.stats import Report, StatsPublisher
 from splitcore.wire.codecs import CodecSpec
-from splitcore.wire.messages import Ping, Pong
+from splitcore.wire.messages import COMPACT, Ping, Pong
 
 from .head import HeadCompute
 from .ledger import Ledger
@@ -53,6 +53,7 @@ class StreamOptions:
     receiver_name: str | None = None
     connect_timeout: float = 15.0   # one offer: answer and data channel open within this
     reconnect_timeout: float = 60.0  # waiting for a receiver (at start and after losing one)
+    compact_replies: bool = False   # ask for replies without probs and logits (messages.COMPACT)
 
 
 class NoReceiver(SignalingError):
@@ -101,7 +102,9 @@ class SenderStream:
         the room until the server notices)."""
         while True:
             peer = await self._wait_for_receiver(deadline, exclude)
-            link = Link(peer, self.ice_servers, self._on_text, self._on_link_lost)
+            ice = with_server_list(self.ice_servers, self.signaling.ice_servers, self.signaling.ice_policy)
+            link = Link(peer, ice, self._on_text, self._on_link_lost,
+                        COMPACT if self.opts.compact_replies else "")
             self._pending = link
             try:
                 await link.offer(self.signaling)
@@ -142,6 +145,10 @@ class SenderStream:
                 for p in list(self.signaling.peers.values()):
                     if p.get("role") == "receiver" and p.get("id") not in exclude and (not name or p.get("name") == name):
                         return p
+                if getattr(self.signaling, "pool", False):  # a pool: ask the server for another receiver
+                    with contextlib.suppress(SignalingError):
+                        if await self.signaling.request_assignment(exclude):
+                            continue
             left = deadline - time.monotonic()
             if left <= 0:
                 named = f" named {name}" if name else ""

@@ -32,6 +32,9 @@ MAX_CLASSES = 1000          # probs/logits longer than this are refused, not all
 MAX_REASON = 64
 MAX_DETAIL = 1024
 U32_MAX = 0xFFFFFFFF
+# The data channel protocol a sender sets to ask for compact replies ("probs": [], no logits):
+# asked once per connection, so the receiver spends nothing per frame deciding.
+COMPACT = "splitrtc.compact"
 
 
 class MessageError(ValueError):
@@ -58,7 +61,9 @@ class Timing:
 @dataclass(frozen=True, slots=True)
 class Reply:
     """The tail's answer to frame ``seq``. ``logits`` are optional: ``--verify`` needs them,
-    a compact reply leaves them out."""
+    a compact reply leaves them out. ``probs`` is empty in a compact reply (``COMPACT``: the
+    sender asked for label, name and timing only, which is what it accounts with; an empty
+    list rather than no field, so every parser written before compact replies reads it)."""
 
     seq: int
     capture_ms: float
