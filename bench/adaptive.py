@@ -9,6 +9,10 @@ and how long after a step the new point was in use; writes results/adaptive/resu
 README.md and a plot of latency and the chosen point over time.
 
     sudo nice -n 10 python -m bench.adaptive --phase 20
+
+The adaptive run decides with a slower device's profile (``results/adaptive/slow-device.json``)
+while every frame is made at this machine's speed: its latencies do not include that device's
+head time, and the fixed points run at this machine's speed too.
 """
 from __future__ import annotations
 
@@ -139,7 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--phase", type=float, default=20.0, help="seconds per rate (default 20)")
     ap.add_argument("--fps", type=float, default=30.0)
     ap.add_argument("--fixed", default=",".join(FIXED), help="fixed points split/codec/head, comma-separated ('' for none)")
-    ap.add_argument("--adaptive-args", default="", help="extra sender options for the adaptive run")
+    ap.add_argument("--adaptive-args", default=f"--device-profile {OUT / 'slow-device.json'}",
+                    help="extra sender options for the adaptive run (default: the slow device's profile, "
+                         "results/adaptive/slow-device.json; '' for this machine's own)")
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args(argv)
     why = unavailable_reason()

@@ -31,7 +31,8 @@ RTT_TAU_S = 2.0          # round-trip EWMA time constant
 COST_TAU_FRAMES = 30.0   # device/server time EWMA, in samples (about 1 s at 30 fps)
 HEADROOM = 1.3           # a point's stream must fit capacity / HEADROOM
 DEVICE_SHARE = 0.8       # head + encode must fit this share of the frame period
-CONGESTED_MS = 120.0     # queue delay (queued bytes / delivery rate) that means congestion
+CONGESTED_MS = 120.0     # send-queue delay (bufferedAmount / link rate) that means congestion ...
+CONGESTED_TICKS = 3      # ... held this many ticks in a row (a receiver's stall of a tick or two is not the link)
 DWELL_S = 2.0            # least time on a point before an improvement switch
 GAIN = 0.15              # an improvement must predict this much less latency ...
 GAIN_MS = 0.5            # ... and at least this many ms
@@ -40,8 +41,7 @@ PROBE_WAIT_MAX_S = 4.0   # backoff cap after failed probes
 PROBE_TRIAL_S = 0.5      # a probe's trial: 15 frames at 30 fps, then kept or backed off
 PROBE_FACTOR = 2.0       # a rung is chosen if faster at 2, 4, 8 or 16 times the capacity known
 PROBE_QUEUE_FRAMES = 2.0  # a trial fails if the queue grows by more than this many rung frames
-UNDERUSED_SHARE = 0.8    # under-used: delivery is at least this share of what we send ...
-RTT_NEAR = 2.0           # ... and the RTT at most this times its floor ...
+RTT_NEAR = 2.0           # under-used: the newest RTT at most this times its floor ...
 RTT_SLACK_MS = 25.0      # ... plus this (a shared CPU jitters by that much)
 WARMUP_S = 1.0           # no congestion verdict before the rates have this much history
 PRIOR_BPS = 10e6         # capacity assumed before anything is measured
@@ -75,7 +75,11 @@ class Observation:
     yet settled at ``t`` (the channel's bufferedAmount is part of them); ``rtt_ms``: the
     newest ping round trip, if one came; ``device_ms``: head+encode samples per
     ``split/head`` and ``encode_ms`` per ``split/codec``; ``server_ms``: receiver ``total_ms``
-    per split; ``backpressure``: frames dropped because the channel was full."""
+    per split; ``backpressure``: frames dropped because the channel was full;
+    ``buffered_bytes``: the data channel's ``bufferedAmount`` at ``t``, the bytes still waiting
+    for the link in the sender's own SCTP queue (None: not measured, ``queued_bytes`` stands in).
+    Bytes leaving that queue per second are what the link carries; bytes waiting for a reply
+    beyond it are the receiver's time, which ``server_ms`` measures, not the link's."""
 
     t: float
     sent_bytes: int = 0
@@ -86,6 +90,7 @@ class Observation:
     encode_ms: Mapping[str, float] = field(default_factory=dict)
     server_ms: Mapping[str, float] = field(default_factory=dict)
     backpressure: int = 0
+    buffered_bytes: int | None = None
 
 
 def _ewma(old: float | None, x: float, alpha: float) -> float:
@@ -104,16 +109,22 @@ class Estimates:
         self.refresh_device = refresh_device
         self.tail_macs = dict(tail_macs or {})  # split -> MACs of its tail (the manifest)
         self.head_macs = dict(head_macs or {})  # split -> MACs of its head
-        self.delivered_bps = 0.0
+        self.delivered_bps = 0.0      # frame bytes settled by replies: a figure, not used to decide
         self.sent_bps = 0.0
+        self.drain_bps = 0.0          # bytes leaving the send queue (bufferedAmount drain), every tick
+        self.link_bps: float | None = None  # the same over backlogged ticks only: what the link carries
+        self.buffered_bytes = 0
+        self.over_ticks = 0           # consecutive ticks with the send queue beyond CONGESTED_MS
         self.capacity_bps = PRIOR_BPS
         self.capacity_known = False   # measured under congestion (a ceiling), not a prior or floor
         self.rtt_ms: float | None = None
         self.queued_bytes = 0
         self.queue_ms = 0.0
         self.congested = False
-        self.underused = False        # delivery matches what we send, no queue, RTT near its floor
+        self.underused = False        # no send queue, RTT near its floor: capacity is only a floor
         self.rtt_floor_ms: float | None = None
+        self.rtt_last_ms: float | None = None  # the newest sample: queue drained or not, it says so now
+        self._rtt_t: float | None = None
         self.t: float | None = None
         self.t0: float | None = None
 
@@ -125,7 +136,10 @@ class Estimates:
         self.delivered_bps = _ewma(self.delivered_bps, o.delivered_bytes * 8.0 / dt, a)
         self.sent_bps = _ewma(self.sent_bps, o.sent_bytes * 8.0 / dt, a)
         if o.rtt_ms is not None and o.rtt_ms >= 0:
-            self.rtt_ms = _ewma(self.rtt_ms, o.rtt_ms, 1.0 - math.exp(-dt / RTT_TAU_S))
+            # pings come every 0.5 s, not every tick: the weight is the time since the last one
+            since = dt if self._rtt_t is None else max(dt, o.t - self._rtt_t)
+            self.rtt_ms = _ewma(self.rtt_ms, o.rtt_ms, 1.0 - math.exp(-since / RTT_TAU_S))
+            self.rtt_last_ms, self._rtt_t = o.rtt_ms, o.t
             self.rtt_floor_ms = o.rtt_ms if self.rtt_floor_ms is None else min(self.rtt_floor_ms, o.rtt_ms)
         b = 1.0 / COST_TAU_FRAMES
         if self.refresh_device:
@@ -136,22 +150,36 @@ class Estimates:
         for k, v in o.server_ms.items():
             self.server_ms[k] = _ewma(self.server_ms.get(k), v, b)
         self.queued_bytes = o.queued_bytes
-        # Frames in flight wait for the link or for their reply: at the rate we send (after a
-        # switch up the delivery rate lags) they are queue only when they outlast CONGESTED_MS.
-        rate = max(self.delivered_bps, self.sent_bps, 1e3)
-        self.queue_ms = o.queued_bytes * 8.0 / rate * 1000.0
+        # The link: bytes that left our send queue this tick. Over a tick that began with a
+        # backlog the link (or SCTP's window over it) was the limit, so that rate is what it
+        # carries; otherwise it is only what we offered. Frames past the send queue wait for
+        # the receiver, whose time the replies measure (``server_ms``): not the link's.
+        buffered = o.queued_bytes if o.buffered_bytes is None else o.buffered_bytes
+        drained = max(0, o.sent_bytes + self.buffered_bytes - buffered) * 8.0 / dt
+        self.drain_bps = _ewma(self.drain_bps, drained, a)
+        if self.buffered_bytes > 0 and buffered > 0:
+            self.link_bps = _ewma(self.link_bps, drained, a)
+        self.buffered_bytes = buffered
+        rate = max(self.link_bps or 0.0, self.drain_bps, 1e3) if buffered else max(self.drain_bps, 1e3)
+        self.queue_ms = buffered * 8.0 / rate * 1000.0
         warm = o.t - self.t0 >= WARMUP_S
-        self.congested = warm and (self.queue_ms > CONGESTED_MS or o.backpressure > 0)
+        self.over_ticks = self.over_ticks + 1 if warm and self.queue_ms > CONGESTED_MS else 0
+        self.congested = warm and (self.over_ticks >= CONGESTED_TICKS or o.backpressure > 0)
         if self.congested:
-            # The link is the bottleneck: what it delivered is what it carries.
-            self.capacity_bps = max(self.delivered_bps, 1e3)
+            # The link is the bottleneck: what leaves the queue is what it carries.
+            self.capacity_bps = max(self.link_bps if self.link_bps is not None else self.drain_bps, 1e3)
             self.capacity_known = True
-        elif self.delivered_bps > self.capacity_bps:
-            self.capacity_bps = self.delivered_bps  # it carried more than we thought: a floor
-        rtt_ok = (self.rtt_ms is None or self.rtt_floor_ms is None
-                  or self.rtt_ms <= self.rtt_floor_ms * RTT_NEAR + RTT_SLACK_MS)
-        self.underused = (warm and not self.congested and self.queue_ms <= CONGESTED_MS / 2 and rtt_ok
-                          and self.delivered_bps >= UNDERUSED_SHARE * self.sent_bps)
+        elif self.drain_bps > self.capacity_bps:
+            self.capacity_bps = self.drain_bps  # it carried more than we thought: a floor
+        self.underused = (warm and not self.congested and self.over_ticks == 0
+                          and self.queue_ms <= CONGESTED_MS / 2 and not self.rtt_raised())
+
+    def rtt_raised(self) -> bool:
+        """The newest ping RTT is well above its floor (a queue somewhere on the path). The
+        newest sample, not the EWMA: after a congested phase the average would hold the old
+        queue for seconds after the queue itself has gone."""
+        return (self.rtt_last_ms is not None and self.rtt_floor_ms is not None
+                and self.rtt_last_ms > self.rtt_floor_ms * RTT_NEAR + RTT_SLACK_MS)
 
     def predict_ms(self, p: Point) -> float:
         """Predicted capture-to-reply latency of ``p`` (without the one-way delay)."""
@@ -182,7 +210,9 @@ class Estimates:
         return p.bps(fps) * HEADROOM <= (capacity_bps if capacity_bps is not None else self.capacity_bps)
 
     def as_dict(self) -> dict[str, float | bool | None]:
-        return {"delivered_kbps": round(self.delivered_bps / 1e3, 1), "capacity_kbps": round(self.capacity_bps / 1e3, 1),
+        return {"delivered_kbps": round(self.delivered_bps / 1e3, 1), "drain_kbps": round(self.drain_bps / 1e3, 1),
+                "link_kbps": round(self.link_bps / 1e3, 1) if self.link_bps is not None else None,
+                "capacity_kbps": round(self.capacity_bps / 1e3, 1), "buffered_bytes": self.buffered_bytes,
                 "capacity_known": self.capacity_known, "queue_ms": round(self.queue_ms, 1),
                 "queued_bytes": self.queued_bytes, "congested": self.congested, "underused": self.underused,
                 "rtt_ms": round(self.rtt_ms, 2) if self.rtt_ms is not None else None}
@@ -212,7 +242,7 @@ class Probe:
     t: float
     back: Point
     rung: Point
-    queued_bytes: int
+    buffered_bytes: int
     capacity_bps: float
     hypothesis_bps: float   # the capacity at which the rung was predicted faster
 
@@ -271,7 +301,7 @@ class Controller:
             found = self._rung(cur)
             if found is not None:
                 rung, hypothesis = found
-                self.probing = Probe(now, cur, rung, est.queued_bytes, est.capacity_bps, hypothesis)
+                self.probing = Probe(now, cur, rung, est.buffered_bytes, est.capacity_bps, hypothesis)
                 est.capacity_bps = max(est.capacity_bps, rung.bps(self.fps) * HEADROOM)
                 return self._switch(now, rung, "probe")
         return None
@@ -281,19 +311,20 @@ class Controller:
         the rung after ``PROBE_TRIAL_S``."""
         pr, est = self.probing, self.est
         assert pr is not None
-        grew = est.queued_bytes - pr.queued_bytes > PROBE_QUEUE_FRAMES * pr.rung.payload_bytes
-        rtt_up = (est.rtt_ms is not None and est.rtt_floor_ms is not None
-                  and est.rtt_ms > est.rtt_floor_ms * RTT_NEAR + RTT_SLACK_MS)
+        grew = est.buffered_bytes - pr.buffered_bytes > PROBE_QUEUE_FRAMES * pr.rung.payload_bytes
+        rtt_up = est.rtt_raised()
         if est.congested or grew or rtt_up or o.backpressure:
             self.probing = None
             self.calm_since = None
             self.probe_wait = min(PROBE_WAIT_MAX_S, self.probe_wait * 2)
             if not est.congested:  # the link carried less than the rung: what it delivered is a ceiling
-                est.capacity_bps = max(1e3, min(pr.capacity_bps, max(est.delivered_bps, pr.back.bps(self.fps))))
+                carried = est.link_bps if est.link_bps is not None else est.drain_bps
+                est.capacity_bps = max(1e3, min(pr.capacity_bps, max(carried, pr.back.bps(self.fps))))
             est.capacity_known = True
             return self._switch(now, pr.back, "probe_failed")
         if now - pr.t >= PROBE_TRIAL_S:
             self.probing = None
+            self.probe_wait = PROBE_WAIT_S  # the link grew: climb on without the failures' backoff
             # accepted until congestion says otherwise (which sets the ceiling again)
             est.capacity_bps = max(pr.capacity_bps, pr.hypothesis_bps, pr.rung.bps(self.fps) * HEADROOM)
             est.capacity_known = False  # carried without a queue: a floor, not the ceiling
@@ -304,12 +335,14 @@ class Controller:
         capacity known at which a larger, device-feasible stream is predicted faster than
         ``cur``, and the fastest such point at that capacity."""
         limit = cur.bps(self.fps)
-        gain = self.est.predict_ms(cur) * (1 - GAIN) - GAIN_MS
         up = [p for p in self.points if p.bps(self.fps) > limit and self.est.device_fits(p, self.fps)]
         cap = self.est.capacity_bps
         try:
             for k in range(1, 5):
+                # faster than ``cur`` at the same supposed capacity (``cur`` gains from it too):
+                # a rung that only differs by a few bytes is never worth a probe
                 self.est.capacity_bps = cap * PROBE_FACTOR ** k
+                gain = self.est.predict_ms(cur) * (1 - GAIN) - GAIN_MS
                 faster = [p for p in up if self.est.link_fits(p, self.fps) and self.est.predict_ms(p) < gain]
                 if faster:
                     return min(faster, key=lambda p: (self.est.predict_ms(p), p.bps(self.fps))), self.est.capacity_bps

@@ -2,11 +2,11 @@
 
 ``sender.adaptive`` decides (pure logic); this module gives it what the stream measured each
 ``TICK_S`` (bytes sent and settled from the ledger, the data channel's ``bufferedAmount``:
-the send queue whose drain is the link's rate, the newest RTT, head, encode and receiver times) and applies what it decides: the pipeline's ``choice`` is replaced in one
-assignment, read once per frame before its head runs, so every frame is made and labelled by
-one point and a switch loses nothing. Every switch is logged with its estimates, counted, and
-kept (the last ``KEEP_SWITCHES``) for the ``--json`` summary; the stats app dict carries the
-point in use.
+the send queue whose drain is the link's rate, the newest RTT, head, encode and receiver
+times) and applies what it decides: the pipeline's ``choice`` is replaced in one assignment,
+read once per frame before its head runs, so every frame is made and labelled by one point
+and a switch loses nothing. Every switch is logged with its estimates, counted, and kept (the
+last ``KEEP_SWITCHES``) for the ``--json`` summary; the stats app dict carries the point in use.
 """
 from __future__ import annotations
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from sender.adaptive import PROBE_TRIAL_S, PROBE_WAIT_MAX_S, TICK_S, Controller, Estimates, Observation, Point
 
@@ -25,7 +26,8 @@ def link(ctl: Controller, cap_bps: float, t: float, seconds: float, queue: list[
         queue[0] += sent
         out = min(queue[0], cap_bps * TICK_S / 8)
         queue[0] -= out
-        sw = ctl.observe(Observation(t, int(sent), int(out), int(queue[0] + sent / 3), server_ms=SERVER))
+        sw = ctl.observe(Observation(t, int(sent), int(out), int(queue[0] + sent / 3), server_ms=SERVER,
+                                     buffered_bytes=int(queue[0])))
         if sw is not None:
             seen.append(f"{sw.why}:{sw.new.key}")
     return t, seen
@@ -51,6 +53,23 @@ def test_no_flapping_on_a_steady_link() -> None:
     n = ctl.switches
     link(ctl, 20e6, t, 30, q)
     assert ctl.switches == n
+
+
+def test_a_slow_receiver_is_not_a_congested_link() -> None:
+    """Replies late (a CPU-starved receiver): the bytes wait for their reply, not in our send
+    queue, which drains as fast as we fill it. That is server time, not link capacity: no
+    congestion verdict and no switch down (the case that failed on a shared 2-core machine)."""
+    ctl = Controller(POINTS, 30.0, Estimates(DEVICE, ENCODE, SERVER))
+    t, _ = link(ctl, 20e6, 0.0, 3, [0.0])
+    start, n = ctl.current, ctl.switches
+    assert start.split == "stage1"
+    for i in range(100):  # 10 s: replies come in bursts at a quarter of the send rate, 5 frames outstanding
+        t += TICK_S
+        sent = int(start.bps(30.0) * TICK_S / 8)
+        ctl.observe(Observation(t, sent, sent // 4 if i % 4 else sent * 7 // 4, int(5 * start.payload_bytes),
+                                rtt_ms=3.0, server_ms=SERVER, buffered_bytes=0 if i % 3 else sent // 3))
+        assert not ctl.est.congested
+    assert ctl.current == start and ctl.switches == n
 
 
 def test_a_failed_probe_is_short_and_backs_off() -> None:
@@ -103,8 +122,8 @@ def make_vectors() -> dict:
                 q += sent
                 out = min(q, cap * TICK_S / 8)
                 q -= out
-                o = {"t": t, "sent_bytes": int(sent), "delivered_bytes": int(out), "queued_bytes": int(q + sent / 3),
-                     "server_ms": SERVER}
+                o: dict[str, Any] = {"t": t, "sent_bytes": int(sent), "delivered_bytes": int(out),
+                                     "queued_bytes": int(q + sent / 3), "server_ms": SERVER, "buffered_bytes": int(q)}
                 sw = ctl.observe(Observation(**o))
                 if sw is not None:
                     decisions.append({"tick": len(obs), "why": sw.why, "to": sw.new.key})
