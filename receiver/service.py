@@ -127,6 +127,12 @@ class Receiver:
 
     async def close(self) -> None:
         """Close every session (concurrently), then stop publishing and leave the room."""
+        await self._close_sessions()
+        await self.publisher.stop()
+        await self._close_signaling()
+        self.engine.close()
+
+    async def _close_sessions(self) -> None:
         if self._ticker is not None:
             self._ticker.cancel()
         for key in list(self.peers):
@@ -134,9 +140,6 @@ class Receiver:
         if self._closing:
             await asyncio.gather(*list(self._closing), return_exceptions=True)
         self._refused.flush()
-        await self.publisher.stop()
-        await self._close_signaling()
-        self.engine.close()
 
     async def _close_signaling(self) -> None:
         try:

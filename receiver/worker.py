@@ -68,13 +68,8 @@ class WorkerReceiver(Receiver):
         self._ticker = asyncio.create_task(self._tick_forever(), name="worker-ticker")
 
     async def close(self) -> None:
-        if self._ticker is not None:
-            self._ticker.cancel()
-        for key in list(self.peers):
-            self._end(key, "receiver shutting down")
-        if self._closing:
-            await asyncio.gather(*list(self._closing), return_exceptions=True)
-        self._refused.flush()
+        """The sessions and the tails; the parent owns signaling and the stats."""
+        await self._close_sessions()
         self.engine.close()
 
     async def answer_report(self, rid: int) -> None:
