@@ -78,3 +78,39 @@ def ice_servers_for(peer_name: str, ice: Iterable[IceServer], turn_secret: str |
             out.append(IceServer(tuple(stun)).to_dict())
         out.append(IceServer(tuple(turn), cred.username, cred.credential).to_dict())
     return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m signaling.turn``: an ICE server list with fresh TURN REST credentials, for a
+    Python peer's ``--ice-servers`` (browsers get theirs from the server at join)."""
+    import argparse
+    import json
+    import os
+    import sys
+
+    from signaling.token import parse_duration
+
+    p = argparse.ArgumentParser(prog="python -m signaling.turn", description=main.__doc__)
+    p.add_argument("--url", action="append", required=True, metavar="URL",
+                   help="a turn:/turns: url of the relay (repeatable)")
+    p.add_argument("--name", default="peer", help="the peer the credentials name (default: peer)")
+    p.add_argument("--ttl", type=parse_duration, default=DEFAULT_TTL_S, metavar="DURATION",
+                   help="how long they are valid, e.g. 6h (default: 6 h)")
+    p.add_argument("--secret", default=None,
+                   help="coturn's static-auth-secret (default: $SPLITRTC_TURN_SECRET)")
+    args = p.parse_args(argv)
+    secret = args.secret or os.environ.get("SPLITRTC_TURN_SECRET")
+    if not secret:
+        print("python -m signaling.turn: give --secret or set SPLITRTC_TURN_SECRET", file=sys.stderr)
+        return 2
+    try:
+        servers = ice_servers_for(args.name, [IceServer(tuple(args.url))], secret, args.ttl)
+    except ValueError as exc:
+        print(f"python -m signaling.turn: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(servers))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

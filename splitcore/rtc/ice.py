@@ -212,7 +212,10 @@ def load(ice_servers: str | None = None, relay_only: bool = False,
     ``turn_credentials=False``: TURN entries may lack them (the server mints them)."""
     env = os.environ if environ is None else environ
     if ice_servers:
-        return IceConfig(load_servers(ice_servers, None, turn_credentials), relay_only, f"--ice-servers {ice_servers}")
+        # inline JSON holds credentials: the source, which goes into logs, names only the option
+        inline = ice_servers.strip().startswith(("[", "{"))
+        where = "--ice-servers (inline JSON)" if inline else f"--ice-servers {ice_servers}"
+        return IceConfig(load_servers(ice_servers, where if inline else None, turn_credentials), relay_only, where)
     if env.get(ENV, "").strip():
         spec = env[ENV]
         where = f"${ENV}" if spec.strip().startswith(("[", "{")) else f"${ENV} ({spec})"
