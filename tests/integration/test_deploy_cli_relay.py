@@ -63,8 +63,10 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
         rx_token = token.mint(SECRET, "cli", ["receiver"], 600, "rx-cli")
         tx_token = token.mint(SECRET, "cli", ["sender"], 600, "tx-cli")
         common = ["--room", "cli", "--relay-only", "--ca", str(ca)]
-        rx = net.python(net.server, ["-m", "receiver", "--server", server_url, *common, "--token", rx_token,
-                                     "--ice-servers", ice("server", "rx-cli")], work / "rx.log")
+        # the receiver brings no ICE list of its own: it takes the server's from its join ack
+        # (the relay's server-side url, TURN REST credentials minted by server.py, relay policy)
+        rx = net.python(net.server, ["-m", "receiver", "--server", server_url, "--room", "cli", "--ca", str(ca),
+                                     "--token", rx_token], work / "rx.log")
         tx = net.python(net.device, ["sender.py", "--server", device_url, *common, "--token", tx_token,
                                      "--ice-servers", ice("device", "tx-cli"), "--frames", str(FRAMES),
                                      "--split", "stage1", "--verify", "--json", "--quiet"], work / "tx.log")
@@ -92,6 +94,11 @@ def test_every_frame_accounted_and_bit_exact(session: dict) -> None:
     assert tx["fidelity"]["bit_exact"] == tx["fidelity"]["verified"] == tx["replies"]
     print(f"\n{tx['frames_sent']} frames sent, {tx['replies']} replies, all bit-exact with the local full model; "
           f"dropped by sender {tx['dropped_by_sender']}, by receiver {tx['dropped_by_receiver']}")
+
+
+def test_the_receiver_took_the_servers_ice_list(session: dict) -> None:
+    assert "ICE servers from the signaling server" in session["logs"] and "relay only" in session["logs"], \
+        session["logs"]
 
 
 def test_relayed_pair_and_dtls(session: dict) -> None:
