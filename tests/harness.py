@@ -74,3 +74,10 @@ class Dashboard:
         import asyncio
         asyncio.run_coroutine_threadsafe(self._sio.disconnect(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
+
+
+def noise_images(n: int, seed: int = 0) -> np.ndarray:
+    """``n`` seeded 32x32 RGB images of blurred noise: image-like statistics, no data set needed."""
+    rng = np.random.default_rng(seed)
+    out = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
+    return np.stack([cv2.GaussianBlur(im, (5, 5), 1.5) for im in out])

@@ -21,16 +21,14 @@ from splitcore.runtime.models import DEFAULT_MANIFEST, Manifest, Runner  # noqa:
 from splitcore.runtime.preprocess import to_input  # noqa: E402
 from splitcore.wire import codecs, frame  # noqa: E402
 from splitcore.wire.frame import Header, Reassembler  # noqa: E402
+from tests.harness import noise_images  # noqa: E402
 from training.privacy import inverse, latents, study  # noqa: E402
 from training.privacy.onnx_torch import OnnxModule  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not DEFAULT_MANIFEST.is_file(), reason=f"no manifest at {DEFAULT_MANIFEST}")
 
 
-def images(n: int, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    out = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
-    return np.stack([cv2.GaussianBlur(im, (5, 5), 1.5) for im in out])
+images = noise_images
 
 
 @pytest.fixture(scope="module")

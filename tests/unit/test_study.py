@@ -9,7 +9,6 @@ import dataclasses
 import os
 from pathlib import Path
 
-import cv2
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -19,6 +18,7 @@ from bench.wire import measure
 from splitcore.runtime.models import DEFAULT_MANIFEST, Manifest, Runner
 from splitcore.runtime.preprocess import to_input
 from splitcore.wire import codecs, frame
+from tests.harness import noise_images
 from training import calibrate, quantize
 
 # Another manifest (e.g. an untrained export) can stand in while models/ is being rebuilt.
@@ -26,10 +26,7 @@ MANIFEST_PATH = Path(os.environ.get("SPLITRTC_TEST_MANIFEST", DEFAULT_MANIFEST))
 pytestmark = pytest.mark.skipif(not MANIFEST_PATH.is_file(), reason=f"no manifest at {MANIFEST_PATH}")
 
 
-def images(n: int, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    out = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
-    return np.stack([cv2.GaussianBlur(im, (5, 5), 1.5) for im in out])
+images = noise_images
 
 
 @pytest.fixture(scope="module")
