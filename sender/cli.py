@@ -71,6 +71,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--int8-head", action="store_true", help="run the statically quantized INT8 head")
     p.add_argument("--max-drop", type=cli.positive(float, "accuracy points", zero_ok=True), default=1.0,
                    help="with --split auto or adaptive: accuracy points you accept to lose (default 1.0)")
+    p.add_argument("--max-ssim", type=cli.positive(float, "SSIM", zero_ok=True), default=None,
+                   help="with --split auto or adaptive: only points whose measured leakage (the SSIM of the best "
+                        "inversion attack's reconstructions, models/operating_points.json) is at most this; "
+                        "points never attacked are excluded. 0.3 is 'unrecognisable' (He et al.)")
     p.add_argument("--device-profile", type=Path, default=None, metavar="FILE",
                    help="with --split adaptive: device times measured on the target device "
                         "(python -m sender.profile > FILE) instead of profiling here; not refreshed")
@@ -129,6 +133,15 @@ async def show_status(stream: SenderStream) -> None:
         sys.stderr.flush()
 
 
+def _points_if_any(args: argparse.Namespace, manifest: Manifest) -> OperatingPoints | None:
+    """The operating points for the stats' leakage figure; a fixed split runs without them."""
+    try:
+        return OperatingPoints.load(args.points or manifest.path.parent / "operating_points.json")
+    except ValueError as exc:
+        log.info("no leakage figures in the stats: %s", exc)
+        return None
+
+
 def choose(args: argparse.Namespace, manifest: Manifest) -> tuple[str, CodecSpec, bool, dict | None]:
     """(split, codec, int8 head, the chosen operating point or None) from the command line."""
     if args.split == "adaptive" and args.codec:
@@ -140,9 +153,11 @@ def choose(args: argparse.Namespace, manifest: Manifest) -> tuple[str, CodecSpec
         raise ValueError("--split auto chooses the codec too: drop --codec, or name a split")
     points = OperatingPoints.load(args.points or manifest.path.parent / "operating_points.json")
     op = points.choose(args.max_drop, set(manifest.splits), True if args.int8_head else None,
-                       portable=not args.zstd)
+                       portable=not args.zstd, max_ssim=args.max_ssim)
     log.warning("auto: %s", op.describe(points.full_top1))
-    choice = {**op.__dict__, "max_drop": args.max_drop, "full_top1": points.full_top1}
+    choice = {"split": op.split, "codec": op.codec, "head": op.head, "payload_bytes": op.payload_bytes,
+              "top1": op.top1, "leakage": op.leakage.as_dict() if op.leakage else None,
+              "max_drop": args.max_drop, "max_ssim": args.max_ssim, "full_top1": points.full_top1}
     return op.split, manifest.split(op.split).codec(op.codec), op.head == "int8", choice
 
 
@@ -157,7 +172,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     adaptive = None
     if args.split == "adaptive":
         adaptive = switching.build(manifest, args.points, args.max_drop, args.fps, int8_head=True if args.int8_head else None,
-                                   portable=not args.zstd, threads=args.threads, device_profile=args.device_profile)
+                                   portable=not args.zstd, threads=args.threads, device_profile=args.device_profile,
+                                   max_ssim=args.max_ssim)
         p0 = adaptive.point
         log.warning("adaptive: %d candidate points, starting at %s", len(adaptive.controller.points), p0.key)
         split, codec, int8, choice = p0.split, adaptive.choice.codec, p0.head == "int8", None
@@ -172,7 +188,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     ledger = Ledger(manifest.classes, log_file)
     opts = StreamOptions(split=split, codec=codec, frames=args.frames, fps=args.fps, receiver_name=args.receiver,
                          reconnect_timeout=args.reconnect_timeout,
-                         compact_replies=args.compact_replies and not args.verify)
+                         compact_replies=args.compact_replies and not args.verify,
+                         points=_points_if_any(args, manifest))
     signaling = SignalingClient(args.server, args.pool or args.room, "sender", args.name, credentials=credentials,
                                 pool=args.pool is not None)
     stream = SenderStream(signaling, compute, source, ledger, opts, ice_config)

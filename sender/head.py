@@ -16,6 +16,7 @@ class HeadCompute:
     def __init__(self, manifest: Manifest, split_id: str, color: ColorOrder = "bgr",
                  verify: bool = False, threads: int = 1, int8: bool = False) -> None:
         self.split = manifest.split(split_id)
+        self.int8 = int8
         self.head: Runner = head_runner(manifest, split_id, threads, int8=int8)
         if tuple(self.head.output.shape) != self.split.shape:
             raise ValueError(f"head of {split_id} outputs {self.head.output.shape}, "

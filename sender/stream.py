@@ -27,6 +27,7 @@ from splitcore.rtc.ice import IceConfig, with_server_list
 from splitcore.rtc.peer import security_entry
 from splitcore.rtc.signaling import SignalingClient, SignalingError
 from splitcore.rtc.stats import Report, StatsPublisher
+from splitcore.runtime.operating import OperatingPoints
 from splitcore.wire.codecs import CodecSpec
 from splitcore.wire.messages import COMPACT, Ping, Pong
 
@@ -54,6 +55,7 @@ class StreamOptions:
     connect_timeout: float = 15.0   # one offer: answer and data channel open within this
     reconnect_timeout: float = 60.0  # waiting for a receiver (at start and after losing one)
     compact_replies: bool = False   # ask for replies without probs and logits (messages.COMPACT)
+    points: OperatingPoints | None = None  # the study's figures: the current point's leakage in the stats
 
 
 class NoReceiver(SignalingError):
@@ -310,8 +312,13 @@ class SenderStream:
                "source": self.source.name, "receiver": self.link.receiver_id if self.link else None}
         if led.verified:
             out["fidelity"] = round(led.bit_exact / led.verified, 6)
+        out["head"] = "int8" if self.compute.int8 else "float32"
         if self.adaptive is not None:
             out.update(self.adaptive.app_stats())
+        split, codec, head = str(out["split"]), str(out["codec"]), str(out["head"])
+        out["operating_point"] = f"{split}/{codec}/{head}"
+        point = self.opts.points.find(split, codec, head) if self.opts.points else None
+        out["leakage"] = point.leakage.as_dict() if point is not None and point.leakage is not None else None
         return out
 
     async def close(self) -> None:

@@ -126,7 +126,7 @@ class Adaptive:
 
 def build(manifest: Manifest, points_file: str | Path | None, max_drop: float, fps: float, *,
           int8_head: bool | None = None, portable: bool = True, threads: int = 1,
-          device_profile: str | Path | None = None) -> Adaptive:
+          device_profile: str | Path | None = None, max_ssim: float | None = None) -> Adaptive:
     """The candidates ``--max-drop`` allows (``models/operating_points.json``), every head they
     use loaded and profiled here, the points no candidate can beat dropped (``pareto``).
 
@@ -138,9 +138,11 @@ def build(manifest: Manifest, points_file: str | Path | None, max_drop: float, f
     pts = [Point(o.split, o.codec, o.head, o.payload_bytes, o.top1) for o in ops.points
            if o.split in manifest.splits and o.top1 >= floor - 1e-12
            and (int8_head is None or (o.head == "int8") == int8_head)
-           and (not portable or _portable(o.codec))]
+           and (not portable or _portable(o.codec)) and o.private(max_ssim)]
     if not pts:
-        raise ValueError(f"no operating point within {max_drop} points of the full model's {ops.full_top1 * 100:.2f}%")
+        leak = f" with attack SSIM <= {max_ssim}" if max_ssim is not None else ""
+        raise ValueError(f"no operating point within {max_drop} points of the full model's "
+                         f"{ops.full_top1 * 100:.2f}%{leak}")
     prof = profile(manifest, pts, threads)
     if device_profile is not None:
         try:

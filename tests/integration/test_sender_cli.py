@@ -110,3 +110,8 @@ def test_auto_split_refuses_an_explicit_codec() -> None:
 
 def test_unknown_codec() -> None:
     assert_refused(sender("--codec", "int3"), "unknown codec 'int3'")
+
+
+def test_a_leakage_limit_no_point_meets_is_one_line() -> None:
+    """--max-ssim below every measured point's leakage: refused before the camera opens."""
+    assert_refused(sender("--split", "auto", "--max-ssim", "0"), "with attack SSIM <= 0.0")

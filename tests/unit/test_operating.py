@@ -50,3 +50,41 @@ def test_missing_or_bad_file(tmp_path) -> None:
     (tmp_path / "bad.json").write_text("{}")
     with pytest.raises(ValueError, match="not a valid"):
         OperatingPoints.load(tmp_path / "bad.json")
+
+
+def _leak(ssim: float) -> dict:
+    return {"ssim": ssim, "psnr_db": 10.0 + 20 * ssim, "recon_top1": ssim, "attack": "inverse"}
+
+
+def test_max_ssim_keeps_measured_private_points(tmp_path) -> None:
+    """A leakage limit takes the fewest bytes among points attacked and found below it; a point
+    never attacked is refused under a limit (unmeasured is not private)."""
+    pts = [dict(P[0], leakage=_leak(0.95)), dict(P[1], leakage=_leak(0.5)), dict(P[2]),
+           dict(P[3], leakage=_leak(0.2))]
+    op = points(tmp_path, pts)
+    assert op.choose(1.2).payload_bytes == 1500            # no limit: leakage plays no part
+    assert op.choose(1.2, max_ssim=0.6).codec == "clip4"   # 1500 B was never attacked
+    assert op.choose(6.0, max_ssim=0.3).split == "features"
+    with pytest.raises(ValueError, match="attack SSIM <= 0.3"):
+        op.choose(1.0, max_ssim=0.3)
+    found = op.find("features", "clip4+zlib", "float32")
+    assert found is not None and found.leakage is not None and found.leakage.ssim == 0.2
+    assert "attack SSIM 0.20" in found.describe(0.9) and "not measured" in op.points[2].describe(0.9)
+
+
+def test_leakage_from_the_privacy_study_is_the_worst_attack() -> None:
+    """Each point takes the highest SSIM among the attacks on its split, head and quantizer;
+    every codec of a quantizer shares it (compression is lossless)."""
+    from splitcore.offline.operating import with_leakage
+    study_points = {"points": [dict(p) for p in P]}
+    privacy = {"inverse": [
+        {"split": "stage2", "head": "float32", "quantizer": "clip4", "attack": "inverse", "ssim": 0.41,
+         "psnr_db": 17.0, "recon_top1": 0.3},
+        {"split": "stage2", "head": "int8", "quantizer": "clip4", "attack": "inverse", "ssim": 0.38,
+         "psnr_db": 16.5, "recon_top1": 0.25}],
+        "whitebox": [{"split": "stage2", "head": "float32", "quantizer": "clip4", "attack": "whitebox-rml",
+                      "ssim": 0.52, "psnr_db": 18.0, "recon_top1": 0.4}]}
+    out = with_leakage(study_points, privacy)["points"]
+    assert "leakage" not in out[0]  # stage1 float32: not attacked
+    assert out[1]["leakage"] == {"ssim": 0.52, "psnr_db": 18.0, "recon_top1": 0.4, "attack": "whitebox-rml"}
+    assert out[2]["leakage"]["attack"] == "inverse" and out[2]["leakage"]["ssim"] == 0.38
