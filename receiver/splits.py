@@ -7,17 +7,86 @@ in one object per split, so the checks and the decoding can never disagree about
 ``SplitTable.limit`` is the gate a frame header passes before any byte of its payload is
 stored: an unknown split, a wrong shape or a payload larger than the codec can ever need is
 refused from the header alone, so nothing a sender declares decides how much we allocate.
+
+``TailRunner`` is a split's tail on arrays allocated once, ``max_batch`` rows deep: the
+engine copies the latents of one batch into the first rows and runs them in one ONNX
+Runtime call. A tail whose batch dimension is fixed at 1 (a ``models/`` directory from
+before ``python -m splitcore.offline.batchable``) still works: its rows run one call each.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 import numpy as np
+import onnxruntime as ort
 
-from splitcore.runtime.models import Manifest, Runner, tail_runner
+from splitcore.runtime.models import Manifest, ModelError, ModelFile, check_file
 from splitcore.wire import codecs
 from splitcore.wire.codecs import ChannelCalibration
 from splitcore.wire.frame import FrameError, Header
+
+
+class TailRunner:
+    """One tail's ONNX Runtime session on preallocated ``(max_batch, ...)`` input and output
+    arrays. ``run(n)`` infers the first ``n`` rows of ``input`` and returns the first ``n``
+    rows of ``output``, a view overwritten by the next run: copy what you keep.
+
+    Not ``models.Runner``, which binds one fixed shape: a batch binds ``n`` rows of the same
+    arrays by address on every call, so no call allocates an array.
+    """
+
+    def __init__(self, f: ModelFile, shape: tuple[int, ...], max_batch: int, threads: int = 1) -> None:
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be at least 1, got {max_batch}")
+        check_file(f)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        try:
+            self.session = ort.InferenceSession(str(f.path), opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # ORT raises several private exception types
+            raise ModelError(f"ONNX Runtime cannot load {f.path}: {exc}") from None
+        (inp,), (out,) = self.session.get_inputs(), self.session.get_outputs()
+        # a batchable tail declares a symbolic first dimension (N); an older one, batch 1
+        self.batchable = not isinstance(inp.shape[0], int)
+        if (len(inp.shape) != len(shape) or list(inp.shape[1:]) != list(shape[1:])
+                or not (self.batchable or inp.shape[0] == shape[0] == 1)):
+            raise ModelError(f"{f.path} takes input {inp.name}{inp.shape}, expected {['N', *shape[1:]]}")
+        if not out.shape or not all(isinstance(d, int) for d in out.shape[1:]) \
+                or isinstance(out.shape[0], int) == self.batchable:
+            raise ModelError(f"{f.path} has output {out.name}{out.shape}; a tail's output is "
+                             f"{'[N, ...]' if self.batchable else '[1, ...]'} with a static rest")
+        self.file, self.max_batch = f, max_batch
+        self.input = np.zeros((max_batch, *shape[1:]), np.float32)
+        self.output = np.zeros((max_batch, *out.shape[1:]), np.float32)
+        self._names = inp.name, out.name
+        self._in_shapes = [(n, *shape[1:]) for n in range(max_batch + 1)]
+        self._out_shapes = [(n, *out.shape[1:]) for n in range(max_batch + 1)]
+        # row r of each array by address, computed once (``ndarray.ctypes`` builds an object)
+        self._in_row = self.input.ctypes.data, self.input.strides[0]
+        self._out_row = self.output.ctypes.data, self.output.strides[0]
+        self._binding = self.session.io_binding()
+
+    def calls(self, n: int) -> int:
+        """ONNX Runtime calls ``run(n)`` makes: one, or one a row for a batch-1 tail."""
+        return 1 if self.batchable else n
+
+    def run(self, n: int) -> np.ndarray:
+        """Infer rows ``[0, n)`` of ``input`` (filled in place by the caller)."""
+        if not 1 <= n <= self.max_batch:
+            raise ValueError(f"a batch of {n} rows; this runner takes 1 to {self.max_batch}")
+        if self.batchable:
+            self._call(0, n)
+        else:
+            for row in range(n):
+                self._call(row, 1)
+        return self.output[:n]
+
+    def _call(self, row: int, n: int) -> None:
+        b, (i, o), (ia, ib), (oa, ob) = self._binding, self._names, self._in_row, self._out_row
+        b.bind_input(i, "cpu", 0, np.float32, self._in_shapes[n], ia + row * ib)
+        b.bind_output(o, "cpu", 0, np.float32, self._out_shapes[n], oa + row * ob)
+        self.session.run_with_iobinding(b)
 
 
 @dataclass(frozen=True)
@@ -27,7 +96,7 @@ class SplitTail:
 
     id: str
     shape: tuple[int, ...]
-    runner: Runner = field(repr=False)
+    runner: TailRunner = field(repr=False)
     channels: ChannelCalibration | None = field(default=None, repr=False)
 
     def buffers(self) -> tuple[np.ndarray, np.ndarray]:
@@ -36,15 +105,16 @@ class SplitTail:
         return np.zeros(self.shape, np.float32), np.zeros(self.shape, np.float32)
 
 
-def load_splits(manifest: Manifest, threads: int = 1) -> dict[str, SplitTail]:
-    """Every split of the manifest, tails loaded now: a bad model file stops the receiver at
-    start-up, before anyone connects."""
+def load_splits(manifest: Manifest, threads: int = 1, max_batch: int = 1) -> dict[str, SplitTail]:
+    """Every split of the manifest, tails loaded now (runners ``max_batch`` rows deep): a bad
+    model file stops the receiver at start-up, before anyone connects."""
     out: dict[str, SplitTail] = {}
     for sid, point in manifest.splits.items():
         channels = None
         if point.calibration and "int8_channel" in point.calibration:
             channels = point.codec("int8-channel").channels
-        out[sid] = SplitTail(sid, tuple(point.shape), tail_runner(manifest, sid, threads), channels)
+        runner = TailRunner(point.tail, tuple(point.shape), max_batch, threads)
+        out[sid] = SplitTail(sid, tuple(point.shape), runner, channels)
     return out
 
 

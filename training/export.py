@@ -5,7 +5,10 @@
 The full model is exported once; each pair is then *cut out of that one graph* with
 ``splitcore.offline.onnxcut`` (the same tool users run on their own models), so head and tail carry
 exactly the full model's nodes and weights, and head -> tail equals the full model bit for
-bit in ONNX Runtime. ``models/manifest.json`` describes every file (see README).
+bit in ONNX Runtime. Each tail is then made batchable (``splitcore.offline.batchable``: its
+batch dimension is the symbolic ``N``, checked to give single-frame logits row by row), so
+the receiver can run the frames of one split that are ready together in one call; heads
+stay batch 1. ``models/manifest.json`` describes every file (see README).
 """
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ import onnx
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from splitcore.offline import onnxcut  # noqa: E402
+from splitcore.offline import batchable, onnxcut  # noqa: E402
 from splitcore.offline.datasets import CIFAR10_CLASSES  # noqa: E402
 from training.net import Scale, SplitNet  # noqa: E402
 
@@ -95,6 +98,8 @@ def export(ckpt: Path, out: Path, name: str = "splitnet") -> dict:
     }
     for split_id in BOUNDARIES:
         head, tail = onnxcut.cut(full, split_id)
+        tail = batchable.batchable(tail)
+        batchable.check(tail.SerializeToString(), f"{split_id} tail")
         point = next(c for c in onnxcut.candidate_cuts(full) if c.name == split_id)
         if point.shape is None:
             raise RuntimeError(f"cut {split_id} has no static shape")

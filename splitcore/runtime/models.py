@@ -115,13 +115,16 @@ class Runner:
         except Exception as exc:  # ORT raises several private exception types
             raise ModelError(f"ONNX Runtime cannot load {f.path}: {exc}") from None
         (inp,), (out,) = self.session.get_inputs(), self.session.get_outputs()
-        if tuple(inp.shape) != tuple(in_shape):
+        if not _takes(inp.shape, in_shape):
             raise ModelError(f"{f.path} takes input {inp.name}{inp.shape}, expected {list(in_shape)}")
-        if not all(isinstance(d, int) for d in out.shape):
+        # a batchable tail's output batch (N) is its input's
+        out_shape = [in_shape[0] if i == 0 and not isinstance(inp.shape[0], int) and d == inp.shape[0] else d
+                     for i, d in enumerate(out.shape)]
+        if not all(isinstance(d, int) for d in out_shape):
             raise ModelError(f"{f.path} has a dynamic output shape {out.shape}")
         self.file, self.input_name, self.output_name = f, inp.name, out.name
         self.input = np.zeros(in_shape, np.float32)
-        self.output = np.zeros(out.shape, np.float32)
+        self.output = np.zeros(out_shape, np.float32)
         self._binding = self.session.io_binding()
         self._binding.bind_output(out.name, "cpu", 0, np.float32, self.output.shape,
                                   self.output.ctypes.data)
@@ -132,6 +135,14 @@ class Runner:
         self._binding.bind_input(self.input_name, "cpu", 0, np.float32, src.shape, src.ctypes.data)
         self.session.run_with_iobinding(self._binding)
         return self.output
+
+
+def _takes(declared: list, shape: tuple[int, ...]) -> bool:
+    """Whether a model input declared ``declared`` takes an array of ``shape``: the same dims,
+    except that a symbolic first dim (a batchable tail's N, splitcore.offline.batchable)
+    takes any batch."""
+    return len(declared) == len(shape) and all(
+        d == n or (i == 0 and not isinstance(d, int)) for i, (d, n) in enumerate(zip(declared, shape, strict=True)))
 
 
 def full_runner(m: Manifest, threads: int = 1) -> Runner:
