@@ -1,7 +1,11 @@
 // Live dashboard: joins a room as `dashboard` and shows every peer's stats (docs/signaling.md).
 //
-// URL settings: ?room=NAME (default "demo"), ?window=SECONDS shown by the charts (10-600,
-// default 60).
+// URL settings: ?room=NAME (default "demo"), or ?pool=NAME to watch receiver pool NAME
+// (docs/signaling.md, "Pools": its receivers, their load and their senders), ?window=SECONDS
+// shown by the charts (10-600, default 60).
+//
+// Per sender: its operating point (split / codec / head) and the measured leakage of that
+// point (ui/point.js); a switch of operating point is marked on the charts (ui/switches.js).
 //
 // Peer names, reports and app fields come from other clients: they are only ever written
 // with textContent and read through type checks, never as HTML.
@@ -10,7 +14,10 @@ import uPlot from "/vendor/uplot/uPlot.esm.js";
 import { ROOM_RE, Signaling } from "./rtc/signaling.js";
 import { appNumber, channelState, counterRate, peerMetrics, rates } from "./rtc/stats.js";
 import { formatCount, formatMs, formatNumber, formatPercent, formatRate } from "./ui/format.js";
-import { LiveChart, RollingWindow } from "./ui/ratechart.js";
+import { formatCpu, PoolModel } from "./ui/pool.js";
+import { leakageView, operatingPoint, pointText } from "./ui/point.js";
+import { LiveChart, RollingWindow, relativeLabel } from "./ui/ratechart.js";
+import { SwitchMarks } from "./ui/switches.js";
 
 const JOIN_TIMEOUT_MS = 5000;
 const TICK_MS = 1000;
@@ -32,21 +39,25 @@ const CHARTS = [
 
 const $ = (id) => document.getElementById(id);
 
-/** Settings from the URL: room and chart window. */
+/** Settings from the URL: room (or pool) and chart window. */
 function settings() {
   const q = new URLSearchParams(window.location.search);
-  const room = q.get("room") || "demo";
+  const pool = q.get("pool");
+  const room = pool || q.get("room") || "demo";
   const w = Number.parseInt(q.get("window") ?? "", 10);
-  return { room, windowS: Number.isFinite(w) ? Math.min(Math.max(w, 10), 600) : 60 };
+  return { room, pool: !!pool, windowS: Number.isFinite(w) ? Math.min(Math.max(w, 10), 600) : 60 };
 }
 
-const { room: ROOM, windowS: WINDOW_S } = settings();
+const { room: ROOM, pool: POOL, windowS: WINDOW_S } = settings();
+const WHERE = `${POOL ? "pool" : "room"} "${ROOM}"`;
 const FORGET_LEFT_AFTER_MS = WINDOW_S * 1000; // marked "left" until its lines scroll away
 
 /** id -> {id, role, name, color, leftAt, report, app, rates, receivedAt, frames, derivedFps} */
 const peers = new Map();
 const timeline = new RollingWindow(WINDOW_S, CHARTS.map((c) => c.key));
 const charts = [];
+const switchMarks = new SwitchMarks();
+const pool = new PoolModel();
 
 function setStatus(text, kind = "info") {
   const el = $("status");
@@ -77,6 +88,7 @@ function upsertPeer(p) {
 function markLeft(id) {
   const peer = peers.get(id);
   if (peer && peer.leftAt === null) peer.leftAt = Date.now();
+  if (pool.remove(id)) renderPool(); // a receiver that left serves no one: out of the pool at once
   renderTable();
 }
 
@@ -94,6 +106,12 @@ function onStats(msg) {
   if (!replay) peer.derivedFps = counterRate(peer.frames, frames); // null: no baseline, or reset
   peer.frames = frames;
   peer.receivedAt = Date.now();
+  // a sender's switches (a receiver's split is just the last one it received), marked on the
+  // charts' clock (this page's, not the server's): the mark goes where the lines are
+  if (!replay && peer.role === "sender" && switchMarks.observe(peer.id, peer.app, peer.receivedAt / 1000)) {
+    renderSwitches();
+  }
+  if (POOL && pool.update(msg)) renderPool();
   renderTable();
 }
 
@@ -126,7 +144,8 @@ const COLUMNS = [
   ["name", "name", null], // built by hand: swatch, name, id
   ["role", "role", (p) => [p.role === "receiver" && typeof p.app.senders === "number"
     ? `receiver (${p.app.senders})` : p.role]],
-  ["split", "", (p) => [typeof p.app.split === "string" && p.app.split ? p.app.split : "–"]],
+  ["point", "point", null], // built by hand: split / codec / head, switches
+  ["leakage", "leakage", null], // built by hand: a badge
   ["state", "state", null],
   ["payloadBps", "num", (p, m) => [formatRate(m.payloadBps ?? undefined), m.payloadBps]],
   ["wireBps", "num", (p, m) => [formatRate(m.wireBps ?? undefined), m.wireBps]],
@@ -170,7 +189,19 @@ function createRow(peer) {
   const badge = document.createElement("span");
   badge.className = "badge";
   cells.state.append(badge);
-  const row = { tr, cells, nameEl, swatch, badge, security };
+  const pointEl = document.createElement("span");
+  pointEl.className = "point-text";
+  const switchesEl = document.createElement("small");
+  switchesEl.className = "switches";
+  switchesEl.style.display = "block";
+  cells.point.append(pointEl, switchesEl);
+  const leak = document.createElement("span");
+  leak.className = "badge leak";
+  const leakDetail = document.createElement("small");
+  leakDetail.className = "leak-detail";
+  leakDetail.style.display = "block";
+  cells.leakage.append(leak, leakDetail);
+  const row = { tr, cells, nameEl, swatch, badge, security, pointEl, switchesEl, leak, leakDetail };
   rows.set(peer.id, row);
   return row;
 }
@@ -194,6 +225,7 @@ function updateRow(row, peer, now) {
   setText(row.security, secText);
   row.security.title = secTitle;
   row.cells.state.dataset.value = kind;
+  updatePoint(row, peer);
   for (const [key, , cell] of COLUMNS) {
     if (!cell) continue;
     const [text, value] = cell(peer, m, now);
@@ -202,6 +234,156 @@ function updateRow(row, peer, now) {
     if (typeof value === "number") td.dataset.value = String(value);
     else delete td.dataset.value;
   }
+}
+
+/** The operating point and leakage cells: a sender's; blank for a peer that reports no point. */
+function updatePoint(row, peer) {
+  const point = operatingPoint(peer.app);
+  const td = row.cells.point;
+  setText(row.pointEl, pointText(point));
+  for (const part of ["split", "codec", "head"]) {
+    if (point?.[part]) td.dataset[part] = point[part];
+    else delete td.dataset[part];
+  }
+  if (point) td.dataset.point = point.key;
+  else delete td.dataset.point;
+  td.title = point ? `operating point ${point.key}` : "";
+  const n = point?.switches ?? null;
+  setText(row.switchesEl, n === null ? "" : `${n} switch${n === 1 ? "" : "es"}`);
+  if (n === null) delete td.dataset.switches;
+  else td.dataset.switches = String(n);
+  const sender = peer.role === "sender" && point !== null;
+  const view = sender ? leakageView(peer.app.leakage) : null;
+  setText(row.leak, view ? view.text : "–");
+  setText(row.leakDetail, view ? view.detail : "");
+  row.leak.classList.toggle("badge", view !== null); // not a sender's: a plain "–"
+  row.cells.leakage.title = view ? view.title : "";
+  if (view) {
+    row.leak.dataset.kind = view.kind;
+    row.cells.leakage.dataset.kind = view.kind;
+  } else {
+    delete row.leak.dataset.kind;
+    delete row.cells.leakage.dataset.kind;
+  }
+  if (view?.ssim !== null && view?.ssim !== undefined) row.cells.leakage.dataset.value = String(view.ssim);
+  else delete row.cells.leakage.dataset.value;
+}
+
+/** The switches still in the window, newest first: when, who, from which point to which. */
+function renderSwitches() {
+  const list = $("switch-log");
+  const now = Date.now() / 1000;
+  const items = [...switchMarks.marks].reverse().map((m) => {
+    const li = document.createElement("li");
+    li.dataset.peerId = m.id;
+    li.dataset.point = m.point;
+    li.dataset.from = m.from;
+    const peer = peers.get(m.id);
+    const swatch = document.createElement("i");
+    swatch.className = "swatch";
+    swatch.style.background = peer?.color ?? "#4b5563";
+    const when = document.createElement("span");
+    when.className = "when";
+    when.textContent = relativeLabel(m.t - now);
+    const what = document.createElement("span");
+    what.textContent = `${peer ? displayName(peer) : m.id.slice(0, 6)}: ${m.from} → `;
+    const to = document.createElement("b");
+    to.textContent = m.point;
+    what.append(to);
+    if (m.count > 1) what.append(` (${m.count} switches)`);
+    li.append(swatch, when, what);
+    return li;
+  });
+  list.replaceChildren(...items);
+  list.hidden = items.length === 0;
+}
+
+/** receiver id -> {tr, cells, nameEl, swatch, senders (signature of the senders cell)} */
+const poolRows = new Map();
+
+function createPoolRow(id) {
+  const tr = document.createElement("tr");
+  tr.dataset.receiverId = id;
+  const cells = {};
+  for (const [key, cls] of [["name", "name"], ["streams", "num"], ["cpu", "num"], ["queue", "num"], ["senders", "senders"]]) {
+    const td = document.createElement("td");
+    td.dataset.key = key;
+    td.className = cls;
+    cells[key] = td;
+    tr.append(td);
+  }
+  const swatch = document.createElement("i");
+  swatch.className = "swatch";
+  const nameEl = document.createElement("span");
+  nameEl.className = "peer-name";
+  const badge = document.createElement("span");
+  badge.className = "badge";
+  badge.dataset.kind = "stale";
+  badge.textContent = "saturated";
+  cells.name.append(swatch, nameEl, " ", badge);
+  const row = { tr, cells, nameEl, swatch, badge, senders: "" };
+  poolRows.set(id, row);
+  return row;
+}
+
+/** A sender chip: its colour and name (the same as its row in the peer table). */
+function senderChip(s) {
+  const chip = document.createElement("span");
+  chip.className = "chip";
+  chip.dataset.senderId = s.id;
+  chip.dataset.name = s.name;
+  const peer = peers.get(s.id);
+  const swatch = document.createElement("i");
+  swatch.className = "swatch";
+  swatch.style.background = peer?.color ?? "#c3c8d1";
+  chip.append(swatch, s.name || s.id.slice(0, 6));
+  return chip;
+}
+
+/** The pool card: one row per receiver (updated in place), and the senders still waiting. */
+function renderPool() {
+  if (!POOL) return;
+  const now = Date.now();
+  const body = $("pool-rows");
+  const receivers = pool.receivers();
+  const ids = new Set(receivers.map((r) => r.id));
+  for (const [id, row] of poolRows) if (!ids.has(id)) { row.tr.remove(); poolRows.delete(id); }
+  receivers.forEach((r, i) => {
+    const row = poolRows.get(r.id) ?? createPoolRow(r.id);
+    const peer = peers.get(r.id);
+    row.tr.dataset.name = r.name;
+    row.tr.className = peer && peer.receivedAt !== 0 && !isFresh(peer, now) ? "stale" : "";
+    row.swatch.style.background = peer?.color ?? "#c3c8d1";
+    setText(row.nameEl, r.name || `receiver ${r.id.slice(0, 6)}`);
+    row.badge.hidden = !r.saturated;
+    setText(row.cells.streams, String(r.load.streams));
+    row.cells.streams.dataset.value = String(r.load.streams);
+    setText(row.cells.cpu, formatCpu(r.load.cpu));
+    row.cells.cpu.dataset.value = String(r.load.cpu);
+    setText(row.cells.queue, String(r.load.queue));
+    row.cells.queue.dataset.value = String(r.load.queue);
+    const signature = JSON.stringify(r.senders.map((s) => [s.id, s.name, peers.get(s.id)?.color]));
+    if (signature !== row.senders) {
+      row.senders = signature;
+      row.cells.senders.replaceChildren(...(r.senders.length ? r.senders.map(senderChip) : ["none"]));
+    }
+    if (body.children[i] !== row.tr) body.insertBefore(row.tr, body.children[i] ?? null);
+  });
+  const senders = [...peers.values()].filter((p) => p.role === "sender" && p.leftAt === null)
+    .map((p) => ({ id: p.id, name: displayName(p) }));
+  const waiting = pool.waiting(senders);
+  const waitEl = $("pool-waiting");
+  const signature = JSON.stringify(waiting.map((s) => [s.id, s.name]));
+  if (waitEl.dataset.signature !== signature) {
+    waitEl.dataset.signature = signature;
+    waitEl.replaceChildren(...(waiting.length ? ["Waiting for a receiver: ", ...waiting.map(senderChip)] : []));
+  }
+  waitEl.hidden = waiting.length === 0;
+  const served = receivers.reduce((n, r) => n + r.senders.length, 0);
+  setText($("pool-count"), receivers.length === 0 ? "" :
+    `${receivers.length} receiver${receivers.length === 1 ? "" : "s"}, ${served} sender${served === 1 ? "" : "s"} served` +
+    `${waiting.length ? `, ${waiting.length} waiting` : ""}`);
+  $("no-pool").hidden = receivers.length > 0;
 }
 
 /**
@@ -286,8 +468,13 @@ function buildCharts() {
 function tick() {
   const now = Date.now();
   for (const [id, peer] of peers) {
-    if (peer.leftAt !== null && now - peer.leftAt > FORGET_LEFT_AFTER_MS) peers.delete(id);
+    if (peer.leftAt !== null && now - peer.leftAt > FORGET_LEFT_AFTER_MS) {
+      peers.delete(id);
+      switchMarks.forget(id);
+    }
   }
+  const marksBefore = switchMarks.marks.length;
+  switchMarks.prune(now / 1000 - WINDOW_S);
   for (const id of [...timeline.peers.keys()]) if (!peers.has(id)) timeline.removePeer(id);
   const samples = new Map();
   for (const peer of peers.values()) {
@@ -300,12 +487,15 @@ function tick() {
   timeline.push(now / 1000, samples);
   // series in the order peers got their lines: a peer leaving does not reorder (rebuild) them
   const shown = [...timeline.peers.keys()].map((id) => peers.get(id)).filter(Boolean);
+  const marks = switchMarks.marks.map((m) => ({ t: m.t, label: m.point, color: peers.get(m.id)?.color ?? "#4b5563" }));
   for (const { spec, chart } of charts) {
     chart.update(timeline.times, shown.map((p) => ({
       id: p.id, label: displayName(p), color: p.color, values: timeline.column(p.id, spec.key),
-    })));
+    })), marks);
   }
+  if (switchMarks.marks.length || marksBefore) renderSwitches(); // their "-12 s" moves on
   renderTable();
+  renderPool();
 }
 
 /** After (re)joining, the ack's peer list is the truth: anyone else has left meanwhile. */
@@ -313,25 +503,32 @@ function onJoined(ack) {
   const present = new Set();
   for (const p of ack.peers ?? []) if (upsertPeer(p)) present.add(p.id);
   for (const [id, peer] of peers) if (!present.has(id) && peer.leftAt === null) markLeft(id);
-  setStatus("live", "ok");
-  $("status").title = `Connected to room "${ROOM}" as a dashboard.`;
+  pool.retain(present);
+  if (POOL && ack.pool !== true) {
+    // a server (or signaling client) that does not know pools joined the room of that name
+    setStatus(`joined room "${ROOM}", not pool "${ROOM}": the server did not confirm the pool`, "error");
+  } else {
+    setStatus("live", "ok");
+    $("status").title = `Connected to ${WHERE} as a dashboard.`;
+  }
   renderTable();
+  renderPool();
 }
 
 /** Join as a dashboard (the one Socket.IO client of the pages: rtc/signaling.js); retried
  * until the server answers, then kept joined across reconnects by the client itself. */
 async function connect() {
-  const sig = new Signaling({ room: ROOM, role: "dashboard", name: "dashboard" });
+  const sig = new Signaling({ room: ROOM, role: "dashboard", name: "dashboard", pool: POOL });
   sig.on("joined", onJoined);
   sig.on("state", ({ state, detail }) => {
     if (state === "reconnecting") setStatus(`Disconnected (${detail}); reconnecting…`, "error");
-    else if (state === "refused") setStatus(`The server refused to join room "${ROOM}": ${detail || "no reason given"}.`, "error");
+    else if (state === "refused") setStatus(`The server refused to join ${WHERE}: ${detail || "no reason given"}.`, "error");
   });
   sig.on("peer-joined", (p) => { upsertPeer(p); renderTable(); });
   sig.on("peer-left", (p) => markLeft(p?.id));
   sig.on("stats", onStats);
   for (;;) {
-    setStatus(`joining room "${ROOM}"…`, "info");
+    setStatus(`joining ${WHERE}…`, "info");
     try {
       await sig.connect(JOIN_TIMEOUT_MS);
       return sig;
@@ -343,28 +540,33 @@ async function connect() {
   }
 }
 
-/** Carry the room along on every link to our pages. */
+/** Carry the room (or the pool) along on every link to our pages. */
 function roomLinks() {
   for (const a of document.querySelectorAll("a[data-room-link]")) {
     const url = new URL(a.getAttribute("href"), window.location.href);
-    url.searchParams.set("room", ROOM);
+    url.searchParams.set(POOL ? "pool" : "room", ROOM);
     a.href = url.pathname + url.search;
   }
 }
 
 function main() {
   $("room").textContent = ROOM;
+  $("room-kind").textContent = POOL ? "pool" : "room";
   $("window-s").textContent = String(WINDOW_S);
-  $("hint-cmd").textContent = `python sender.py --room ${ROOM}`;
-  document.title = `SplitRTC dashboard · ${ROOM}`;
+  $("hint-cmd").textContent = `python sender.py --${POOL ? "pool" : "room"} ${ROOM}`;
+  $("pool").hidden = !POOL;
+  $("pool-name").textContent = ROOM;
+  $("pool-cmd").textContent = `python -m receiver --pool ${ROOM}`;
+  document.title = `SplitRTC dashboard · ${POOL ? "pool " : ""}${ROOM}`;
   if (!ROOM_RE.test(ROOM)) {
-    setStatus(`Invalid room "${ROOM}": use 1-64 of A-Z a-z 0-9 _ . -`, "error");
+    setStatus(`Invalid ${POOL ? "pool" : "room"} "${ROOM}": use 1-64 of A-Z a-z 0-9 _ . -`, "error");
     document.querySelector("main").hidden = true;
     return;
   }
   roomLinks();
   buildCharts();
   renderTable();
+  renderPool();
   setStatus("connecting…", "info");
   connect();
   tick();

@@ -16,6 +16,10 @@
  * `?relay=1` forces to "relay". PeerLink (peer.js) reads both from here, so no page
  * hard-codes a STUN or TURN host.
  *
+ * Pools (docs/signaling.md, "Pools"): with `pool: true` the join names receiver pool `room`
+ * rather than the room of that name (the dashboard watches a pool this way); the ack says
+ * `pool: true`.
+ *
  * socket.io-client comes from our server (/vendor/socket.io/, npm package), never a CDN.
  * @module signaling
  */
@@ -38,12 +42,14 @@ const SERVER_EVENTS = ['signal', 'peer-joined', 'peer-left', 'stats', 'error'];
 
 export class Signaling {
   /**
-   * @param {{room: string, role: string, name?: string, url?: string, token?: string, relay?: boolean}} opts
+   * @param {{room: string, role: string, name?: string, url?: string, token?: string, relay?: boolean,
+   *   pool?: boolean}} opts
    *   token: room token for the join (default: the page's `?token=`); relay: relayed (TURN)
-   *   candidates only (default: the page's `?relay=1`, or the server's --relay-only)
+   *   candidates only (default: the page's `?relay=1`, or the server's --relay-only); pool:
+   *   `room` names a receiver pool
    */
   constructor({ room, role, name = '', url = globalThis.location?.origin, token = pageParams().get('token') ?? '',
-    relay = pageParams().get('relay') === '1' }) {
+    relay = pageParams().get('relay') === '1', pool = false }) {
     if (!ROOM_RE.test(room)) throw new SignalingError(`room "${room}" must match [A-Za-z0-9_.-]{1,64}`);
     this.room = room;
     this.role = role;
@@ -51,6 +57,7 @@ export class Signaling {
     this.url = url;
     this.token = token;
     this.relay = relay;
+    this.pool = pool;
     /** @type {RTCIceServer[]} ICE servers from the last join ack (empty: none handed out) */
     this.iceServers = [];
     /** "relay" or "all": what the last join ack asked for, "relay" whenever `relay` is set */
@@ -146,6 +153,7 @@ export class Signaling {
     try {
       const join = { room: this.room, role: this.role, name: this.name };
       if (this.token) join.token = this.token;
+      if (this.pool) join.pool = true;
       ack = await this.socket.timeout(timeoutMs).emitWithAck('join', join);
     } catch (e) {
       throw new SignalingError(`join got no answer from ${this.url}: ${e.message}`);

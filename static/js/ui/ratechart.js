@@ -5,6 +5,9 @@
 // at different moments and uPlot needs one shared x axis. A peer without a fresh value gets
 // a gap (null), so a stalled or departed peer is visible as such.
 //
+// Marks (a sender's operating-point switch, ui/switches.js) are vertical lines with a label,
+// drawn over the plot at their time while that time is inside the window.
+//
 // No DOM or uPlot import here beyond what is handed in, so that node can test the window and
 // the "rebuild only when the series change" rule with a stand-in for uPlot.
 
@@ -102,6 +105,48 @@ export function niceTop(max, floor) {
   return 10 * p;
 }
 
+/** The marks whose time `t` lies in [start, end], in the order given. */
+export function marksInWindow(marks, start, end) {
+  return marks.filter((m) => typeof m.t === "number" && m.t >= start && m.t <= end);
+}
+
+/**
+ * Draw `marks` ({t, label, color}) on a 2D canvas context: a dashed vertical line across the
+ * plot box at each mark's time and its label at the top, labels of neighbouring marks on
+ * staggered rows so that they overlap less. `toX` maps a time to a canvas x; `box` is the
+ * plot area in canvas pixels ({left, top, width, height}); `px` the device pixel ratio.
+ * Marks outside the box are skipped. Returns how many were drawn.
+ */
+export function drawMarks(ctx, marks, toX, box, px = 1) {
+  let drawn = 0;
+  ctx.save();
+  ctx.font = `${Math.round(10 * px)}px system-ui, sans-serif`;
+  ctx.textAlign = "left"; // uPlot leaves its axes' alignment on the context
+  ctx.textBaseline = "top";
+  for (const m of marks) {
+    const x = Math.round(toX(m.t));
+    if (!Number.isFinite(x) || x < box.left || x > box.left + box.width) continue;
+    ctx.strokeStyle = m.color;
+    ctx.lineWidth = Math.max(1, Math.round(px));
+    ctx.setLineDash([4 * px, 3 * px]);
+    ctx.beginPath();
+    ctx.moveTo(x + 0.5, box.top);
+    ctx.lineTo(x + 0.5, box.top + box.height);
+    ctx.stroke();
+    const y = box.top + (2 + 12 * (drawn % 3)) * px;
+    const w = ctx.measureText(m.label).width;
+    // right of the line, or left of it near the right edge
+    const tx = x + 3 * px + w <= box.left + box.width ? x + 3 * px : x - 3 * px - w;
+    ctx.fillStyle = "rgba(255, 255, 255, 0.85)";
+    ctx.fillRect(tx - px, y - px, w + 2 * px, 12 * px);
+    ctx.fillStyle = m.color;
+    ctx.fillText(m.label, tx, y);
+    drawn += 1;
+  }
+  ctx.restore();
+  return drawn;
+}
+
 /**
  * One live chart: a uPlot with one series per peer and a readout line (coloured peer
  * names with their latest value, or the value under the cursor).
@@ -123,6 +168,10 @@ export class LiveChart {
    * @param {HTMLElement|null} [o.timeLabel]  element for the readout's time ("now", "-12 s")
    * @param {string} [o.syncKey]  cursor sync group
    * @param {number} [o.height]
+   *
+   * The container's `data-builds` counts plot constructions, `data-marks` the marks inside
+   * the window and `data-drawn-marks` those the last redraw drew (for tests: the canvas
+   * itself cannot be read back).
    */
   constructor(container, { uPlot, format, axisFormat = format, windowS, floor = 1, readout = null,
     timeLabel = null, syncKey = "splitrtc", height = 190 }) {
@@ -143,14 +192,19 @@ export class LiveChart {
     this.readoutCells = [];
     this.builds = 0;
     this.lastT = null;
+    this.marks = [];
   }
 
   /**
    * New data. `series`: [{id, label, color, values}], each `values` as long as `times`.
-   * The arrays may be the very ones the window mutates: uPlot only reads them.
+   * The arrays may be the very ones the window mutates: uPlot only reads them. `marks`:
+   * [{t, label, color}] drawn over the plot (those outside the window are left out); they
+   * never cause a rebuild.
    */
-  update(times, series) {
+  update(times, series, marks = []) {
     this.lastT = times.length ? times[times.length - 1] : null;
+    this.marks = this.lastT === null ? [] : marksInWindow(marks, this.lastT - this.windowS, this.lastT);
+    if (this.container.dataset) this.container.dataset.marks = String(this.marks.length);
     const signature = JSON.stringify(series.map((s) => [s.id, s.label, s.color]));
     const data = [times, ...series.map((s) => s.values)];
     this.series = series;
@@ -194,8 +248,18 @@ export class LiveChart {
           values: (u, splits) => splits.map((t) => relativeLabel(t - this.end())) },
         { ...axis, size: 64, values: (u, splits) => splits.map((v) => this.axisFormat(v)) },
       ],
-      hooks: { setCursor: [(u) => this.showReadout(u.cursor.idx)] },
+      hooks: {
+        setCursor: [(u) => this.showReadout(u.cursor.idx)],
+        draw: [(u) => this.drawMarks(u)],
+      },
     };
+  }
+
+  /** uPlot's draw hook: the marks over the plot box (canvas pixels); `data-drawn-marks` says how many. */
+  drawMarks(u) {
+    const drawn = this.marks.length && u.ctx
+      ? drawMarks(u.ctx, this.marks, (t) => u.valToPos(t, "x", true), u.bbox, this.uPlot.pxRatio ?? 1) : 0;
+    if (this.container.dataset) this.container.dataset.drawnMarks = String(drawn);
   }
 
   /** The x axis always spans the full window, ending at the newest sample. */
