@@ -22,6 +22,7 @@ from .access import Access
 log = logging.getLogger("splitrtc.signaling.http")
 
 MANIFEST = "manifest.json"
+OPERATING_POINTS = "operating_points.json"  # the study's figures: the sender page's adaptive candidates and leakage
 # The model files of one split a page may need: the sender's head (float or int8), the
 # receiver's tail. The full model and training outputs are not served.
 SPLIT_MODEL_KEYS = ("head", "head_int8", "tail")
@@ -152,7 +153,7 @@ class StaticRoutes:
             return frozenset()
         key = (st.st_mtime_ns, st.st_size)
         if self._served is None or self._served[0] != key:
-            self._served = (key, frozenset({MANIFEST, *_split_files(manifest, st.st_size)}))
+            self._served = (key, frozenset({MANIFEST, OPERATING_POINTS, *_split_files(manifest, st.st_size)}))
         return self._served[1]
 
 

@@ -13,6 +13,10 @@
  *
  * `tests/vectors/ledger.json` pins these rules: the node suite replays it through this
  * class, the Python suite through `sender/ledger.py`.
+ *
+ * For the adaptive controller (`sender/switching.js`) a frame sent with its operating point
+ * and size also counts its bytes: in flight until settled by the receiver (`settledBytes`),
+ * and the reply's `timing.total_ms` per split (`serverMs`), as Python's ledger does.
  * @module ledger
  */
 import { MessageError, parse } from '../wire/messages.js';
@@ -71,8 +75,12 @@ export class Ledger {
     this.recent = new Window(300);
     this.lastLabel = '';
     this.lastReply = null;
-    /** @type {Map<number, {captureMs: number, frame: number|null}>} */
+    /** @type {Map<number, {captureMs: number, frame: number|null, point: string[]|null, nbytes: number}>} */
     this.inFlight = new Map();
+    this.inFlightBytes = 0;  // of frames sent with nbytes, not yet settled
+    this.settledBytes = 0;   // of frames settled by the receiver (reply, drop, error), in all
+    /** split -> [sum, n] of reply total_ms, for frames sent with their point (the controller empties it) */
+    this.serverMs = new Map();
     this.started = null;
     this.firstSent = 0;
     this.lastSent = 0;
@@ -106,12 +114,26 @@ export class Ledger {
    * @param {number} captureMs the sender's clock at capture (echoed by the receiver)
    * @param {number} [nowMs] when it was sent (for fps)
    * @param {number|null} [frame] the source's frame index, for the records
+   * @param {{point?: string[]|null, nbytes?: number}} [opts] adaptive: the frame's
+   *   [split, codec, head] (each record names it) and its bytes on the channel
    */
-  onSent(seq, captureMs, nowMs = this.clock(), frame = null) {
+  onSent(seq, captureMs, nowMs = this.clock(), frame = null, { point = null, nbytes = 0 } = {}) {
     this.lastSent = nowMs;
     if (!this.sent) this.firstSent = nowMs;
     this.sent += 1;
-    this.inFlight.set(seq, { captureMs, frame });
+    this.inFlight.set(seq, { captureMs, frame, point, nbytes });
+    this.inFlightBytes += nbytes;
+  }
+
+  /** Take frame `seq` out of the books (undefined if not in flight): its bytes are settled. */
+  _pop(seq) {
+    const entry = seq === null ? undefined : this.inFlight.get(seq);
+    if (entry !== undefined) {
+      this.inFlight.delete(seq);
+      this.inFlightBytes -= entry.nbytes;
+      this.settledBytes += entry.nbytes;
+    }
+    return entry;
   }
 
   /**
@@ -127,14 +149,13 @@ export class Ledger {
       msg = parse(text);
     } catch (err) {
       if (!(err instanceof MessageError)) throw err;
-      const entry = err.seq === null ? undefined : this.inFlight.get(err.seq);
+      const entry = this._pop(err.seq);
       if (entry === undefined) {
         this.unmatched += 1;
         return { kind: 'unmatched', msg: null, error: err };
       }
-      this.inFlight.delete(err.seq);
       this.errors.add('bad_reply');
-      this._log({ seq: err.seq, frame: entry.frame, status: 'error', reason: 'bad_reply' });
+      this._log({ seq: err.seq, frame: entry.frame, status: 'error', reason: 'bad_reply' }, entry);
       return { kind: 'bad_reply', msg: null, error: err };
     }
     return { kind: this.onMessage(msg, nowMs), msg, error: null };
@@ -146,43 +167,54 @@ export class Ledger {
    */
   onMessage(msg, nowMs = this.clock()) {
     if (msg.type === 'ping' || msg.type === 'pong') return msg.type; // liveness settles nothing
-    const entry = msg.seq === null ? undefined : this.inFlight.get(msg.seq);
+    const entry = this._pop(msg.seq);
     if (entry === undefined) { // a duplicate, a seq we never sent, an error about an unreadable header
       this.unmatched += 1;
       return 'unmatched';
     }
-    this.inFlight.delete(msg.seq);
     if (msg.type === 'reply') {
       this._reply(msg, entry, nowMs - entry.captureMs);
     } else if (msg.type === 'drop') {
       this.droppedReceiver.add(msg.reason);
-      this._log({ seq: msg.seq, frame: entry.frame, status: 'dropped', reason: msg.reason });
+      this._log({ seq: msg.seq, frame: entry.frame, status: 'dropped', reason: msg.reason }, entry);
     } else {
       this.errors.add(msg.reason);
-      this._log({ seq: msg.seq, frame: entry.frame, status: 'error', reason: msg.reason });
+      this._log({ seq: msg.seq, frame: entry.frame, status: 'error', reason: msg.reason }, entry);
     }
     return msg.type;
   }
 
   /** The connection to the receiver is gone: nothing in flight will be answered. */
   onConnectionLost() {
-    for (const [seq, entry] of this.inFlight) this._log({ seq, frame: entry.frame, status: 'lost' });
+    for (const [seq, entry] of this.inFlight) this._log({ seq, frame: entry.frame, status: 'lost' }, entry);
     this.lost += this.inFlight.size;
     this.inFlight.clear();
+    this.inFlightBytes = 0;
   }
 
   _reply(msg, entry, latencyMs) {
     this.replied += 1;
+    if (entry.point !== null) {
+      let acc = this.serverMs.get(msg.split);
+      if (acc === undefined) { acc = [0, 0]; this.serverMs.set(msg.split, acc); }
+      acc[0] += msg.timing.total_ms;
+      acc[1] += 1;
+    }
     this.latencies.push(latencyMs);
     this.recent.push(latencyMs);
     const label = msg.label;
     this.lastLabel = label < this.classes.length ? this.classes[label] : String(label);
     this.lastReply = msg;
     this._log({ seq: msg.seq, frame: entry.frame, label, name: this.lastLabel,
-      latency_ms: Math.round(latencyMs * 1000) / 1000, receiver: msg.timing });
+      latency_ms: Math.round(latencyMs * 1000) / 1000, receiver: msg.timing }, entry);
   }
 
-  _log(record) { if (this.onRecord) this.onRecord(record); }
+  /** One record per settled frame; an adaptive frame's names its point (Python's --log lines). */
+  _log(record, entry = null) {
+    if (!this.onRecord) return;
+    if (entry?.point) [record.split, record.codec, record.head] = entry.point;
+    this.onRecord(record);
+  }
 
   /** [p50, p99] of the end-to-end latency in ms (all replies, or the last 300). */
   percentiles(recent = false) {

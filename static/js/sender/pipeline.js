@@ -10,6 +10,10 @@
  * backed up or closing) is dropped before the head runs and counted with that reason, so
  * latency cannot build up behind old frames. Where frames go is the {@link Outlet}'s
  * business (`sender/stream.js`: which receiver, whether it is alive); this module only asks.
+ *
+ * `?split=adaptive`: `sender/switching.js` replaces {@link Pipeline#choice} (split, codec,
+ * head) in one assignment; each frame reads it once before its head runs, so every frame is
+ * made and labelled by one point, and its head and encode times go back to the controller.
  * @module pipeline
  */
 import { encodeLatent, parseCodec } from '../wire/codecs.js';
@@ -24,6 +28,8 @@ const KEEP_HEAD_MS = 600;
  * the preprocessor's reused tensor, valid until the next capture.
  * @typedef {object} HeadOutput
  * @property {string} split
+ * @property {string} head            "float32" or "int8" ('' for a fixed split: its float32 head)
+ * @property {number} headMs          the head alone, ms
  * @property {Float32Array} input     [1,3,32,32], CHW
  * @property {Float32Array} latent
  * @property {number[]} dims          the latent's shape
@@ -38,6 +44,19 @@ const KEEP_HEAD_MS = 600;
  * @property {number} seq             u32, as on the wire
  * @property {number} captureMs
  * @property {Uint8Array[]} messages
+ * @property {string} split
+ * @property {string} codec
+ * @property {string} head            '' unless a {@link Choice} made it
+ * @property {number} headMs
+ * @property {number} encodeMs
+ */
+
+/**
+ * The operating point the next frame uses (`?split=adaptive`), set by `sender/switching.js`.
+ * @typedef {object} Choice
+ * @property {string} split
+ * @property {string} codec           a codec name (wire/codecs.js)
+ * @property {string} head            "float32" or "int8"
  */
 
 /**
@@ -66,7 +85,8 @@ export class Pipeline {
   /**
    * @param {{capture: (source: any) => Float32Array}} pre   runtime/preprocess.js CanvasPreprocessor
    * @param {any} source               what `pre` captures from (the <video>)
-   * @param {import('../runtime/models.js').ModelStore} store  heads, loaded once each
+   * @param {{manifest: object, head: (split: string, head?: string) => Promise<any>}} store  heads,
+   *   loaded once each (runtime/models.js ModelStore; `head` "int8" for the quantized head)
    * @param {import('./ledger.js').Ledger} ledger
    * @param {PipelineOptions} opts
    */
@@ -83,55 +103,69 @@ export class Pipeline {
     this.frameBytes = 0;
     /** ms of the recent head runs. */
     this.headMs = [];
-    this._specs = new Map(); // split -> CodecSpec (its calibration is the split's)
+    this._specs = new Map(); // "split/codec" -> CodecSpec (its calibration is the split's)
+    /** @type {Choice|null} set by the adaptive controller; null: opts.split() and opts.codec, float32 head */
+    this.choice = null;
+    /** @type {((frame: Encoded) => void)|null} cost samples for the controller (adaptive frames) */
+    this.onEncoded = null;
   }
 
-  /** The codec of `split`, parsed once with the split's calibration from the manifest. */
-  codecFor(split) {
-    let spec = this._specs.get(split);
+  /** The codec `codec` of `split`, parsed once with the split's calibration from the manifest. */
+  codecFor(split, codec = this.opts.codec) {
+    const key = `${split}/${codec}`;
+    let spec = this._specs.get(key);
     if (spec === undefined) {
       const sp = this.store.manifest.splits.find((x) => x.id === split);
-      spec = parseCodec(this.opts.codec, sp?.calibration ?? null);
-      this._specs.set(split, spec);
+      spec = parseCodec(codec, sp?.calibration ?? null);
+      this._specs.set(key, spec);
     }
     return spec;
   }
 
   /**
-   * 1-3. Capture, preprocess and run the head.
+   * 1-3. Capture, preprocess and run the head (`head` "int8": the quantized one).
    * @returns {Promise<HeadOutput>}
    */
-  async infer(split) {
+  async infer(split, head = '') {
     const captureMs = performance.now();
     const input = this.pre.capture(this.source);
-    const head = await this.store.head(split);
-    const { data: latent, dims } = await head.run(input);
-    this.headMs.push(head.lastMs);
+    const runner = await (head ? this.store.head(split, head) : this.store.head(split));
+    const { data: latent, dims } = await runner.run(input);
+    this.headMs.push(runner.lastMs);
     if (this.headMs.length > KEEP_HEAD_MS) this.headMs.shift();
-    return { split, input, latent, dims, captureMs, headDoneMs: performance.now() };
+    return { split, head, headMs: runner.lastMs, input, latent, dims, captureMs, headDoneMs: performance.now() };
   }
 
   /**
    * 4. Quantize/compress the latent and split it into data-channel messages.
    * @param {HeadOutput} out
+   * @param {string} [codec] the codec's name (default: the page's)
    * @returns {Promise<Encoded>}
    */
-  async encode(out) {
+  async encode(out, codec = this.opts.codec) {
     const seq = this.seq >>> 0; // u32 on the wire, wrapping like Python's seq & 0xFFFFFFFF
-    const enc = await encodeLatent(out.latent, out.dims, this.codecFor(out.split));
+    const t0 = performance.now();
+    const enc = await encodeLatent(out.latent, out.dims, this.codecFor(out.split, codec));
     const messages = encodeFrame({ seq, captureMs: out.captureMs, split: out.split, shape: out.dims, ...enc }, enc.payload);
-    return { seq, captureMs: out.captureMs, messages };
+    return { seq, captureMs: out.captureMs, messages, split: out.split, codec, head: out.head, headMs: out.headMs,
+      encodeMs: performance.now() - t0 };
   }
 
   /** 5. Hand every fragment to the channel, then open the frame's account. */
   send(outlet, channel, frame, slotIndex) {
-    this.ledger.onSent(frame.seq, frame.captureMs, performance.now(), slotIndex);
-    for (const m of frame.messages) {
-      outlet.send(channel, m);
-      this.frameBytes += m.byteLength;
+    let nbytes = 0;
+    for (const m of frame.messages) nbytes += m.byteLength;
+    if (frame.head) { // adaptive: each record names the frame's point; the ledger counts its bytes
+      this.ledger.onSent(frame.seq, frame.captureMs, performance.now(), slotIndex,
+        { point: [frame.split, frame.codec, frame.head], nbytes });
+    } else {
+      this.ledger.onSent(frame.seq, frame.captureMs, performance.now(), slotIndex);
     }
+    for (const m of frame.messages) outlet.send(channel, m);
+    this.frameBytes += nbytes;
     this.frameMessages += frame.messages.length;
     this.seq += 1;
+    if (frame.head) this.onEncoded?.(frame);
   }
 
   /**
@@ -149,12 +183,13 @@ export class Pipeline {
         led.dropBeforeSend(target);
         continue;
       }
-      const out = await this.infer(this.opts.split());
+      const choice = this.choice; // one read: the point this frame uses
+      const out = choice === null ? await this.infer(this.opts.split()) : await this.infer(choice.split, choice.head);
       if (!outlet.stillOpen(target)) { // the receiver was lost while the head ran
         led.dropBeforeSend(outlet.channelForFrame() === 'no_receiver' ? 'no_receiver' : 'channel_closed');
         continue;
       }
-      const frame = await this.encode(out);
+      const frame = await this.encode(out, choice === null ? this.opts.codec : choice.codec);
       if (!outlet.stillOpen(target)) { // ... or while a compressor ran
         led.dropBeforeSend('channel_closed');
         continue;

@@ -68,6 +68,8 @@ export class SenderStream {
     this.error = '';
     /** Whether the pipeline is running (the page's phase "streaming"). */
     this.streaming = false;
+    /** The newest ping round trip (ms) and how many came, for the adaptive controller. */
+    this.rtt = { last: null, seen: 0 };
     this._reconnecting = false;
     this._abortWait = null;
   }
@@ -86,6 +88,7 @@ export class SenderStream {
     this.error = '';
     this.ledger = null;
     this.receiver = null;
+    this.rtt = { last: null, seen: 0 };
   }
 
   _status(text, kind = 'info') { this.hooks.status?.(text, kind); }
@@ -246,8 +249,15 @@ export class SenderStream {
       return;
     }
     if (!led) return;
-    const { kind, msg, error } = led.onText(data, performance.now());
-    if (msg && liveness.onMessage(msg)) return;
+    const now = performance.now();
+    const { kind, msg, error } = led.onText(data, now);
+    if (msg && liveness.onMessage(msg, now)) {
+      if (msg.type === 'pong' && now - msg.t_ms >= 0 && now - msg.t_ms < 60000) { // as Python's stream
+        this.rtt.last = now - msg.t_ms;
+        this.rtt.seen += 1;
+      }
+      return;
+    }
     if (kind === 'error') console.warn(`receiver refused seq ${msg.seq}: ${msg.reason} ${msg.detail}`);
     else if (error) console.warn(`malformed message from the receiver (${kind}): ${error.message}`);
     this.hooks.message?.(kind, msg ?? null);
