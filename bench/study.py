@@ -590,6 +590,22 @@ def run(args, images: np.ndarray | None = None, labels: np.ndarray | None = None
     return result
 
 
+def merge(old: dict, new: dict) -> dict:
+    """``old`` with the latent rows (and wire entries) of the splits ``new`` measured replaced
+    by ``new``'s: adding a split to a finished study without re-running it. The baselines and
+    the metadata stay ``old``'s; ``meta.merged`` records what came later, and how."""
+    splits = {r["split"] for r in new["rows"] if r.get("kind") == "latent"}
+    rows = [r for r in old["rows"] if r.get("split") not in splits] + [
+        r for r in new["rows"] if r.get("kind") == "latent"]
+    wire = [w for w in old.get("wire", []) if w["split"] not in splits] + [
+        w for w in new.get("wire", []) if w["split"] in splits]
+    meta = {**old["meta"], "merged": [*old["meta"].get("merged", []),
+                                      {"splits": sorted(splits), "command": new["meta"].get("command"),
+                                       "date": new["meta"].get("date"), "timings_s": new["meta"].get("timings_s")}]}
+    return {**old, "meta": meta, "rows": rows, "compressors": compressor_table(rows), "headline": headline(rows),
+            "wire": wire}
+
+
 def write(result: dict, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "study.json").write_text(json.dumps(result, indent=1) + "\n")
@@ -612,6 +628,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--fps", type=float, default=30.0)
     p.add_argument("--data", default=None, help="CIFAR-10 path (default: $SPLITRTC_DATA, which the Makefile sets)")
     p.add_argument("--out", type=Path, default=ROOT / "results")
+    p.add_argument("--merge", action="store_true",
+                   help="replace only the rows of --splits in the existing --out/study.json (adding a split)")
     return p
 
 
@@ -619,6 +637,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     args.argv = argv if argv is not None else __import__("sys").argv[1:]
     result = run(args)
+    if args.merge and (args.out / "study.json").is_file():
+        result = merge(json.loads((args.out / "study.json").read_text()), result)
     write(result, args.out)
     h = result["headline"]
     print(f"full model top-1 {100 * h['full_top1']:.2f} %; fewest bytes within 1 pt: {h['smallest_within_1pt']}")

@@ -21,5 +21,5 @@ class HeadCompute:
         if tuple(self.head.output.shape) != self.split.shape:
             raise ValueError(f"head of {split_id} outputs {self.head.output.shape}, "
                              f"manifest says {self.split.shape}")
-        self.full: Runner | None = full_runner(manifest, threads) if verify else None
+        self.full: Runner | None = full_runner(manifest, threads, split_id) if verify else None
         self.pre = Preprocessor(color)

