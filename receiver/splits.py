@@ -18,9 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-import onnxruntime as ort
 
-from splitcore.runtime.models import Manifest, ModelError, ModelFile, check_file
+from splitcore.runtime.models import Manifest, ModelError, ModelFile, check_file, open_session
 from splitcore.wire import codecs
 from splitcore.wire.codecs import ChannelCalibration
 from splitcore.wire.frame import FrameError, Header
@@ -39,13 +38,7 @@ class TailRunner:
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch}")
         check_file(f)
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        try:
-            self.session = ort.InferenceSession(str(f.path), opts, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # ORT raises several private exception types
-            raise ModelError(f"ONNX Runtime cannot load {f.path}: {exc}") from None
+        self.session = open_session(f, threads)
         (inp,), (out,) = self.session.get_inputs(), self.session.get_outputs()
         # a batchable tail declares a symbolic first dimension (N); an older one, batch 1
         self.batchable = not isinstance(inp.shape[0], int)

@@ -101,6 +101,18 @@ def check_file(f: ModelFile) -> None:
                          f"{f.sha256[:12]}...; re-export the models or restore the file from git")
 
 
+def open_session(f: ModelFile, threads: int = 1) -> ort.InferenceSession:
+    """An ONNX Runtime CPU session on ``threads`` intra-op threads (one inter-op: a model
+    here is a chain), its load failure phrased as a ``ModelError``."""
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    try:
+        return ort.InferenceSession(str(f.path), opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # ORT raises several private exception types
+        raise ModelError(f"ONNX Runtime cannot load {f.path}: {exc}") from None
+
+
 class Runner:
     """One ONNX Runtime session with a single input and output, run on preallocated arrays.
 
@@ -112,13 +124,7 @@ class Runner:
                  verify_sha: bool = True) -> None:
         if verify_sha:
             check_file(f)
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        try:
-            self.session = ort.InferenceSession(str(f.path), opts, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # ORT raises several private exception types
-            raise ModelError(f"ONNX Runtime cannot load {f.path}: {exc}") from None
+        self.session = open_session(f, threads)
         (inp,), (out,) = self.session.get_inputs(), self.session.get_outputs()
         if not _takes(inp.shape, in_shape):
             raise ModelError(f"{f.path} takes input {inp.name}{inp.shape}, expected {list(in_shape)}")
