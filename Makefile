@@ -9,7 +9,7 @@ ROOM   ?= demo
 # The CIFAR-10 tarball lives beside the repository, never in it (training, study, tests).
 export SPLITRTC_DATA ?= $(abspath ../shared/data/cifar10-jpeg.tar.xz)
 
-.PHONY: help run test test-py test-js test-slow lint setup setup-dev system-packages chromium cert bench study train privacy clean
+.PHONY: help run test test-py test-js test-slow lint setup setup-dev system-packages chromium cert bench study train privacy defend clean
 
 help:           ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -48,8 +48,18 @@ train: $(VENV)/.train ## train SplitNet on CIFAR-10 (CPU, ~40 min), export, cali
 	$(PY) -m training.calibrate
 	$(PY) -m training.quantize
 
-privacy: $(VENV)/.train ## inversion attacks at every split x codec x head (~80 min on 2 cores): results/privacy.*
+privacy: $(VENV)/.train ## inversion attacks at every split x codec x head (~30 min on 2 cores): results/privacy.*
 	$(PY) -m training.privacy
+
+DEFEND_ARGS ?= --channels 32 --size 4 --epochs 12 --nopeek 1.0 --kd 1.0 --tail-lr 0.1
+defend: $(VENV)/.train ## train the defended split stage1-private (~30 min), export, calibrate, quantize, attack it
+	$(PY) -m training.defend $(DEFEND_ARGS) --out build/defended.pt
+	$(PY) -m training.defend --export build/defended.pt
+	$(PY) -m training.calibrate --splits stage1-private
+	$(PY) -m training.quantize --splits stage1-private
+	$(PY) -m bench.study --splits stage1-private --merge
+	$(PY) -m training.privacy --splits stage1-private --train-images 20000 --epochs 8 --merge
+	$(PY) -m splitcore.offline.operating
 
 study: setup-dev ## the split-point study (~25 min) and the operating points --split auto reads
 	$(PY) -m bench.study

@@ -64,7 +64,9 @@ def bytes_vs_accuracy(result: dict, path: Path) -> None:
     nrow = -(-len(splits) // ncol)
     fig, axes = plt.subplots(nrow, ncol, figsize=(7.2 * ncol, 4.6 * nrow + 0.8), sharex=True, sharey=True,
                              squeeze=False)
-    for ax, split in zip(axes.flat, splits, strict=True):
+    for ax in list(axes.flat)[len(splits):]:  # an odd number of splits leaves one panel empty
+        ax.set_visible(False)
+    for ax, split in zip(axes.flat, splits, strict=False):
         sr = [r for r in rows if r["split"] == split]
         for codec in dict.fromkeys(r["codec"] for r in sr):
             pts = [r for r in sr if r["codec"] == codec]
@@ -81,6 +83,12 @@ def bytes_vs_accuracy(result: dict, path: Path) -> None:
         ax.text(2048 * 1.04, y_hi - 0.05, "2,048 B", fontsize=8, color="gray", va="top")
         ax.text(x_lo * 1.1, full + 0.03, f"full model {full:.2f} %", fontsize=8, va="bottom")
         ax.text(x_lo * 1.1, full - 1 + 0.03, "full model - 1 point", fontsize=8, color="gray", va="bottom")
+        below = [r for r in sr if 100 * r["top1"] < y_lo]
+        if below:  # off the zoomed axis: said in words rather than stretching every panel
+            lo, hi = min(100 * r["top1"] for r in below), max(100 * r["top1"] for r in below)
+            b_lo, b_hi = min(r["payload_bytes"] for r in below), max(r["payload_bytes"] for r in below)
+            ax.text(x_lo * 1.1, y_lo + 0.45, f"{len(below)} points below this axis: top-1 {lo:.2f}-{hi:.2f} %,\n"
+                    f"{b_lo:,.0f}-{b_hi:,.0f} B (results/study.md)", fontsize=8, color="darkred", va="bottom")
         shape = "x".join(map(str, sr[0]["shape"][1:]))
         ax.set_title(f"split {split} (latent {shape})", fontsize=11)
         ax.set_xscale("log")

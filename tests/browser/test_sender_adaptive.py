@@ -166,3 +166,21 @@ def test_browser_sender_fixed_stats_name_the_point(browser, url: str, workdir: P
     expected = leakage_of("stage2", "clip4+zlib", "float32") if POINTS_FILE.is_file() else None
     assert app["leakage"] == expected
     assert snap["shown"]["point"] == "stage2/clip4+zlib/float32" and snap["shown"]["switches"] == "–"
+
+
+def test_browser_sender_streams_the_defended_split(browser, url: str, workdir: Path) -> None:
+    """The defended split (python -m training.defend) streams from the browser like the others:
+    its head in onnxruntime-web, a calibrated quantizing codec, the Python receiver's tail."""
+    errors: list[str] = []
+    dash = Dashboard(url, "br-private")
+    try:
+        with process(receiver_args(url, "br-private", "--name", "py-recv"), workdir / "receiver-private.log"):
+            snap = run_page(browser, url, errors, room="br-private", split="stage1-private", codec="int8-channel+zlib",
+                            receiver="py-recv", frames=FIXED_FRAMES, name="br-private")
+            app = sender_stats(dash, FIXED_FRAMES, "br-private")
+    finally:
+        dash.close()
+    check_books(snap["summary"], FIXED_FRAMES)
+    assert app["operating_point"] == "stage1-private/int8-channel+zlib/float32", app
+    assert app["leakage"] == leakage_of("stage1-private", "int8-channel+zlib", "float32")
+    assert not [e for e in errors if e.startswith("uncaught:")], errors
