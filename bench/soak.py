@@ -1,6 +1,7 @@
 """Soak: one stream for a long time, every process's memory sampled, latency per minute.
 
     python -m bench.soak [--minutes 30] [--split stage1] [--codec float32] [--out results/soak]
+    python -m bench.soak --from results/soak/soak.json   # the report again, from a run's samples
 
 Starts ``server.py``, a receiver and a sender (the built-in pattern) as separate processes on
 127.0.0.1, streams ``minutes`` of frames at ``--fps``, samples the resident memory (VmRSS) of
@@ -10,7 +11,10 @@ prints, and writes under ``--out`` (``soak.json``, ``soak.md``, ``soak.png``):
 - per process: RSS at the start of the measured window and at the end, its min and max, and
   the fitted trend in MB per hour with a 95% confidence interval (least squares over the
   samples after ``--warmup`` minutes; "no growth beyond noise" means the interval includes 0
-  or the trend is below the sampling noise);
+  or the trend is below the sampling noise); the same fit over the first and the second half
+  of the window alone, and the growth of each quarter of it, tell a leak (the same slope all
+  along) from memory that settles (a second half flatter than the first, later quarters
+  growing less);
 - per minute: frames answered, p50 and p99 capture-to-reply latency, and frames dropped
   (by the sender's pacer as stale, and by the receiver), so a build-up of stale frames or of
   latency shows as a trend too;
@@ -55,6 +59,25 @@ def trend(t_s: np.ndarray, mb: np.ndarray) -> dict[str, float]:
     s = float(np.sqrt(np.sum(resid ** 2) / (len(t_s) - 2)))
     se = s / float(np.sqrt(np.sum((t_s - t_s.mean()) ** 2))) if np.ptp(t_s) > 0 else math.nan
     return {"slope_mb_per_h": float(a * 3600), "ci95_mb_per_h": float(1.96 * se * 3600), "noise_mb": s}
+
+
+def views(t_s: np.ndarray, mb: np.ndarray) -> dict[str, Any]:
+    """The same samples seen piecewise: the trend of each half of the window, and the growth
+    of each quarter (mean of its last minute minus mean of its first, MB), so a plateau is
+    told from a steady leak without a model of either."""
+    if len(t_s) < 8:
+        return {"first_half": trend(t_s[:0], mb[:0]), "second_half": trend(t_s[:0], mb[:0]), "quarters_mb": []}
+    mid = t_s[0] + (t_s[-1] - t_s[0]) / 2
+    h1, h2 = t_s <= mid, t_s >= mid
+    edges = np.linspace(t_s[0], t_s[-1], 5)
+    quarters = []
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+        first = mb[(t_s >= lo) & (t_s <= min(hi, lo + 60))]
+        last = mb[(t_s <= hi) & (t_s >= max(lo, hi - 60))]
+        quarters.append(round(float(last.mean() - first.mean()), 3) if len(first) and len(last) else math.nan)
+    return {"first_half": {k: round(v, 3) for k, v in trend(t_s[h1], mb[h1]).items()},
+            "second_half": {k: round(v, 3) for k, v in trend(t_s[h2], mb[h2]).items()},
+            "quarters_mb": quarters}
 
 
 def per_minute(log: Path, fps: float) -> list[dict[str, Any]]:
@@ -117,19 +140,32 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         raise SystemExit(f"soak: the sender gave no summary (exit code {snd.returncode}):\n"
                          f"{(work / 'sender.out').read_text()[-3000:]}")
     summary = json.loads(summary_lines[-1])
+    return {"args": {k: v for k, v in vars(args).items() if k not in ("out", "source")},
+            "memory": fit(samples, args.warmup),
+            "minutes": per_minute(log, args.fps) if log.exists() else [], "sender_summary": summary}
+
+
+def refit(result: dict[str, Any]) -> dict[str, Any]:
+    """A soak.json's memory fitted again from its samples (``--from``)."""
+    samples = {role: [(a, b) for a, b in m["series"]] for role, m in result["memory"].items()}
+    return {**result, "memory": fit(samples, result["args"]["warmup"])}
+
+
+def fit(samples: dict[str, list[tuple[float, float]]], warmup_min: float) -> dict[str, Any]:
+    """Per process: the window's ends, extremes, trend and piecewise views, and the samples."""
     memory = {}
     for role, pts in samples.items():
         t = np.asarray([p[0] for p in pts])
         mb = np.asarray([p[1] for p in pts])
-        keep = t >= args.warmup * 60
+        keep = t >= warmup_min * 60
         memory[role] = {"samples": len(pts), "start_mb": round(float(mb[keep][0]), 1) if keep.any() else None,
                         "end_mb": round(float(mb[keep][-1]), 1) if keep.any() else None,
                         "min_mb": round(float(mb.min()), 1) if len(mb) else None,
                         "max_mb": round(float(mb.max()), 1) if len(mb) else None,
                         **{k: round(v, 3) for k, v in trend(t[keep], mb[keep]).items()},
+                        **views(t[keep], mb[keep]),
                         "series": [[round(a, 1), round(b, 2)] for a, b in pts]}
-    return {"args": {k: v for k, v in vars(args).items() if k != "out"}, "memory": memory,
-            "minutes": per_minute(log, args.fps) if log.exists() else [], "sender_summary": summary}
+    return memory
 
 
 def report(result: dict[str, Any]) -> str:
@@ -141,6 +177,17 @@ def report(result: dict[str, Any]) -> str:
     for role, m in result["memory"].items():
         lines.append(f"| {role} | {m['start_mb']} | {m['end_mb']} | {m['min_mb']} | {m['max_mb']} | "
                      f"{m['slope_mb_per_h']:+.2f} | ±{m['ci95_mb_per_h']:.2f} | {m['noise_mb']:.2f} |")
+    lines += ["", "The same samples piecewise: the trend over each half of the measured window, and how "
+                  "much each quarter of it grew (MB, its last minute's mean minus its first's). A leak keeps "
+                  "its slope; memory that settles has a flatter second half.\n",
+              "| process | 1st half MB/h | 2nd half MB/h | growth per quarter MB |", "|---|---:|---:|---|"]
+    for role, m in result["memory"].items():
+        if "first_half" not in m:  # a soak.json from before the piecewise view
+            continue
+        h1, h2 = m["first_half"], m["second_half"]
+        lines.append(f"| {role} | {h1['slope_mb_per_h']:+.2f} ±{h1['ci95_mb_per_h']:.2f} | "
+                     f"{h2['slope_mb_per_h']:+.2f} ±{h2['ci95_mb_per_h']:.2f} | "
+                     f"{', '.join(f'{q:+.3f}' for q in m['quarters_mb'])} |")
     lines += ["", "| minute | replies | p50 ms | p99 ms | stale (sender) | dropped (receiver) | errors |",
               "|---:|---:|---:|---:|---:|---:|---:|"]
     lines += [f"| {m['minute']} | {m['replies']} | {m['p50_ms']} | {m['p99_ms']} | {m['stale']} | "
@@ -159,13 +206,19 @@ def plot(result: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(8, 6), sharex=False)
+    warmup_s = result["args"]["warmup"] * 60
     for role, m in result["memory"].items():
         s = np.asarray(m["series"]) if m["series"] else np.zeros((0, 2))
-        ax1.plot(s[:, 0] / 60, s[:, 1], label=f"{role} ({m['slope_mb_per_h']:+.1f} MB/h)")
+        s = s[s[:, 0] >= warmup_s]
+        if not len(s):
+            continue
+        half = f", 2nd half {m['second_half']['slope_mb_per_h']:+.2f}" if "second_half" in m else ""
+        ax1.plot(s[:, 0] / 60, s[:, 1] - s[0, 1],
+                 label=f"{role} ({s[0, 1]:.0f} MB at start; {m['slope_mb_per_h']:+.2f} MB/h{half})")
     ax1.set_xlabel("minutes")
-    ax1.set_ylabel("RSS MB")
+    ax1.set_ylabel("RSS change, MB")
     ax1.legend(fontsize=8)
-    ax1.set_title("resident memory of each process")
+    ax1.set_title("resident memory of each process, after the warm-up")
     mins = result["minutes"]
     ax2.plot([m["minute"] for m in mins], [m["p50_ms"] for m in mins], "o-", label="p50")
     ax2.plot([m["minute"] for m in mins], [m["p99_ms"] for m in mins], "s-", label="p99")
@@ -187,9 +240,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--every", type=float, default=5.0, help="seconds between RSS samples (default 5)")
     p.add_argument("--warmup", type=float, default=2.0, help="minutes left out of the trend (default 2)")
     p.add_argument("--out", type=Path, default=Path("results/soak"))
+    p.add_argument("--from", dest="source", type=Path, default=None, metavar="SOAK_JSON",
+                   help="no run: fit and report again the samples of a soak.json (its own options apply)")
     args = p.parse_args(argv)
-    with tempfile.TemporaryDirectory() as tmp:
-        result = run(args, Path(tmp))
+    if args.source is not None:
+        result = refit(json.loads(args.source.read_text()))
+        for k, v in result["args"].items():
+            setattr(args, k, v)
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            result = run(args, Path(tmp))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "soak.json").write_text(json.dumps(result, indent=1) + "\n")
     md = report(result)

@@ -143,7 +143,7 @@ def parse(text: str | bytes) -> Message:
     if size > MAX_TEXT:
         raise MessageError("bad_message", f"a text of {size} bytes is longer than any message ({MAX_TEXT})")
     try:
-        m = json.loads(text, parse_constant=_no_constant)
+        m = _loads(text)
     except ValueError as exc:
         raise MessageError("bad_json", f"not JSON ({str(exc)[:80]})") from None
     except RecursionError:  # JavaScript parses deep nesting, and then finds no message in it
@@ -227,6 +227,22 @@ def _seq_of(m: dict[str, Any]) -> int | None:
 
 def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")  # Python accepts NaN and Infinity; JSON (and browsers) do not
+
+
+# One decoder for every message. ``json.loads`` with a keyword builds a JSONDecoder a call,
+# whose C scanner looks up six attributes by name, fresh strings each time, and CPython
+# 3.11's type cache keeps them (up to its 4096 entries): a third of what filled it in a
+# streaming sender, half in a receiver (results/soak/memory.md, tests/unit/test_messages_memory.py).
+_DECODER = json.JSONDecoder(parse_constant=_no_constant)
+
+
+def _loads(text: str | bytes) -> Any:
+    """``json.loads(text, parse_constant=_no_constant)``, the same checks, without a decoder a call."""
+    if isinstance(text, bytes | bytearray):
+        text = text.decode(json.detect_encoding(text), "surrogatepass")
+    elif text.startswith("\ufeff"):
+        raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+    return _DECODER.decode(text)
 
 
 def _is_int(v: Any) -> bool:
