@@ -58,7 +58,7 @@ defend: $(VENV)/.train ## train the defended split stage1-private (~30 min), exp
 	$(PY) -m training.calibrate --splits stage1-private
 	$(PY) -m training.quantize --splits stage1-private
 	$(PY) -m bench.study --splits stage1-private --merge
-	$(PY) -m training.privacy --splits stage1-private --train-images 20000 --epochs 8 --merge
+	$(PY) -m training.privacy --splits stage1-private --train-images 10000 --epochs 4 --merge
 	$(PY) -m splitcore.offline.operating
 
 study: setup-dev ## the split-point study (~25 min) and the operating points --split auto reads

@@ -34,15 +34,23 @@ def record(name: str, report_path: Path, privacy_path: Path) -> dict:
     rows = privacy["inverse"] + privacy["whitebox"]
     split = report.get("split", "stage1-private")
     best = best_attack(rows, split)
+    run = next((x for x in privacy["meta"].get("merged", []) if split in x["splits"]), privacy["meta"])
     c, h = report["channels"], report.get("size", 8)
     return {"name": name, "split": split, "latent": [c, h, h], "values": c * h * h,
             "int8_payload_bytes": c * h * h, "test_top1": report["test_top1"],
             "best_attack": {k: best[k] for k in ("attack", "ssim", "psnr_db", "recon_top1")},
             "attacks": [{k: r[k] for k in ("attack", "ssim", "psnr_db", "recon_top1")}
                         for r in rows if r["split"] == split],
-            "attacker": {"train_images": privacy["meta"]["train_images"], "test_images": privacy["meta"]["test_images"],
-                         "command": privacy["meta"]["command"]},
+            "attacker": {"train_images": run["train_images"], "test_images": run["test_images"],
+                         "command": run["command"]},
             "training": {k: v for k, v in report.items() if k != "history"}}
+
+
+def _attacker(command: str, images: int) -> str:
+    """'10,000 x 4' from a privacy run's command line (its --epochs, default 3)."""
+    words = command.split()
+    epochs = words[words.index("--epochs") + 1] if "--epochs" in words else "3"
+    return f"{images:,} x {epochs}"
 
 
 def shipped(privacy: dict, study: dict) -> list[dict]:
@@ -55,8 +63,10 @@ def shipped(privacy: dict, study: dict) -> list[dict]:
             continue
         small = min(lat, key=lambda r: r["payload_bytes"])
         best = best_attack(rows, split, "float32", small["quantizer"])
+        run = next((x for x in privacy["meta"].get("merged", []) if split in x["splits"]), privacy["meta"])
         out.append({"name": split, "codec": small["codec"], "payload_bytes": small["payload_bytes"],
-                    "test_top1": small["top1"], "ssim": best["ssim"], "attack": best["attack"]})
+                    "test_top1": small["top1"], "ssim": best["ssim"], "attack": best["attack"],
+                    "attacker": _attacker(run["command"], run["train_images"])})
     return out
 
 
@@ -90,14 +100,16 @@ def markdown(base: list[dict], variants: list[dict], full_top1: float) -> str:
     lines = ["# Privacy frontier: leakage against accuracy and bytes", "",
              f"Full model top-1: {full_top1 * 100:.2f} %. Target of issue 15: SSIM < 0.3, top-1 >= "
              f"{(full_top1 - 0.01) * 100:.2f} %, <= 2,048 B a frame, at stem or stage1.", "",
-             "| point | latent | bytes a frame | top-1 % | best attack | SSIM | PSNR dB |", "|---|---|---:|---:|---|---:|---:|"]
+             "| point | latent | bytes a frame | top-1 % | best attack | SSIM | PSNR dB | attacker's training images x epochs |",
+             "|---|---|---:|---:|---|---:|---:|---|"]
     for b in base:
         lines.append(f"| {b['name']} (`{b['codec']}`) | shipped | {b['payload_bytes']:,.0f} | {b['test_top1'] * 100:.2f} | "
-                     f"{b['attack']} | {b['ssim']:.3f} | |")
+                     f"{b['attack']} | {b['ssim']:.3f} | | {b['attacker']} |")
     for v in variants:
         a = v["best_attack"]
         lines.append(f"| {v['name']} | {'x'.join(map(str, v['latent']))} | {v['int8_payload_bytes']:,} + header (int8) | "
-                     f"{v['test_top1'] * 100:.2f} | {a['attack']} | {a['ssim']:.3f} | {a['psnr_db']:.2f} |")
+                     f"{v['test_top1'] * 100:.2f} | {a['attack']} | {a['ssim']:.3f} | {a['psnr_db']:.2f} | "
+                     f"{_attacker(v['attacker']['command'], v['attacker']['train_images'])} |")
     lines += ["", "Variants: settings and attacks in `results/defended/*.json` (each names the commands)."]
     return "\n".join(lines) + "\n"
 
