@@ -139,3 +139,21 @@ def test_study_end_to_end_on_a_tiny_set(manifest: Manifest, tmp_path: Path, monk
     for png in ("privacy_grid.png", "privacy_ssim_vs_bytes.png"):
         img = cv2.imread(str(tmp_path / png))
         assert img is not None and img.shape[0] > 100
+
+
+def test_merge_replaces_what_a_later_run_redid_and_keeps_the_rest() -> None:
+    """``--merge``: rows of the same split, head, quantizer and attack are replaced, new ones
+    added, every other row kept, and the later run recorded in the metadata."""
+    def row(split: str, q: str, ssim: float, attack: str = "inverse") -> dict:
+        return {"split": split, "head": "float32", "quantizer": q, "attack": attack, "ssim": ssim,
+                "psnr_db": 10.0, "recon_top1": 0.1}
+    old = {"meta": {"command": "first"}, "inverse": [row("stem", "float32", 0.9), row("features", "float32", 0.1)],
+           "whitebox": [row("stem", "float32", 0.95, "whitebox-rml")], "baselines": [], "codecs": []}
+    new = {"meta": {"command": "later", "train_images": 10}, "grid": {},
+           "inverse": [row("stem", "float32", 0.8), row("stem", "float16", 0.85)], "whitebox": []}
+    out = study.merge(old, new, [])
+    assert sorted((r["split"], r["quantizer"], r["ssim"]) for r in out["inverse"]) == [
+        ("features", "float32", 0.1), ("stem", "float16", 0.85), ("stem", "float32", 0.8)]
+    assert out["whitebox"] == old["whitebox"]
+    assert out["meta"]["command"] == "first" and out["meta"]["merged"][0]["command"] == "later"
+    assert out["meta"]["merged"][0]["quantizers"] == ["float16", "float32"]

@@ -18,7 +18,8 @@ def markdown(r: dict) -> str:
         f"{m['test_images']:,} CIFAR-10 test images (white-box: {m['whitebox_images']}); attacker trained on "
         f"{m['train_images']:,} CIFAR-10 training images; {m['date']}; {m['cpus']} CPUs; "
         f"{m['timings_s']['total_s']:.0f} s. Command: `{m['command']}`.", "",
-        *[f"Rows of {', '.join(x['splits'])} come from a later run (`--merge`): attacker trained on "
+        *[f"Rows of {', '.join(x['splits'])}" + (f" ({', '.join(x['quantizers'])})" if x.get("quantizers") else "")
+          + " come from a later run (`--merge`): attacker trained on "
           f"{x['train_images']:,} training images, {x['test_images']:,} test images; {x['date']}; "
           f"{x['timings_s']['total_s']:.0f} s. Command: `{x['command']}`." for x in m.get("merged", [])],
         *([""] if m.get("merged") else []),

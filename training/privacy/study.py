@@ -229,18 +229,23 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--merge", action="store_true",
-                   help="replace only the rows of --splits in the existing --out/privacy.json (adding a split); "
-                        "its pictures go to privacy_grid_<splits>.png")
+                   help="replace or add only the rows this run makes (split x head x quantizer x attack) in the "
+                        "existing --out/privacy.json; its pictures go to privacy_grid_<splits>.png")
     return p
 
 
 def merge(old: dict, new: dict, study: list[dict]) -> dict:
-    """``old`` with the attack rows of the splits ``new`` attacked replaced by ``new``'s; the
-    codec table is rebuilt from ``study`` (the study's rows, merged there the same way)."""
+    """``old`` with the attack rows ``new`` redid (same split, head, quantizer and attack)
+    replaced by ``new``'s and its other rows added; the codec table is rebuilt from ``study``."""
+    def key(r: dict) -> tuple[str, str, str, str]:
+        return r["split"], r["head"], r["quantizer"], r["attack"]
+    redone = {key(r) for r in new["inverse"] + new["whitebox"]}
     splits = {r["split"] for r in new["inverse"]}
-    inverse = [r for r in old["inverse"] if r["split"] not in splits] + new["inverse"]
-    whitebox = [r for r in old["whitebox"] if r["split"] not in splits] + new["whitebox"]
-    meta = {**old["meta"], "merged": [*old["meta"].get("merged", []), {"splits": sorted(splits), **new["meta"]}]}
+    inverse = [r for r in old["inverse"] if key(r) not in redone] + new["inverse"]
+    whitebox = [r for r in old["whitebox"] if key(r) not in redone] + new["whitebox"]
+    quants = sorted({r["quantizer"] for r in new["inverse"]})
+    meta = {**old["meta"], "merged": [*old["meta"].get("merged", []),
+                                      {"splits": sorted(splits), "quantizers": quants, **new["meta"]}]}
     return {**old, "meta": meta, "inverse": inverse, "whitebox": whitebox,
             "codecs": attach_study(inverse, study), "grid": {}}
 
@@ -253,10 +258,13 @@ def main(argv: list[str] | None = None) -> None:
     old = args.out / "privacy.json"
     if args.merge and old.is_file():
         from training.privacy.report import grid_png
-        grid = {k: np.asarray(v) for k, v in result["grid"].items() if not k.startswith(("jpeg", "webp"))}
-        name = "_".join(sorted({r["split"] for r in result["inverse"]}))
-        grid_png(grid, args.out / f"privacy_grid_{name}.png")
-        result = merge(json.loads(old.read_text()), result, study_rows(args.study))
+        before = json.loads(old.read_text())
+        new_splits = sorted({r["split"] for r in result["inverse"]} - {r["split"] for r in before["inverse"]})
+        if new_splits:  # a split the grid has not shown: its own picture
+            grid = {k: np.asarray(v) for k, v in result["grid"].items()
+                    if k == "original" or k.split(" ")[0] in new_splits}
+            grid_png(grid, args.out / f"privacy_grid_{'_'.join(new_splits)}.png")
+        result = merge(before, result, study_rows(args.study))
     write(result, args.out)
     print(f"wrote {args.out}/privacy.json, privacy.md, privacy_grid.png, privacy_ssim_vs_bytes.png "
           f"({result['meta']['timings_s']['total_s']:.0f} s)")
