@@ -5,14 +5,18 @@ receiver in the server namespace, the sender (pattern source, 30 fps) in the dev
 cap steps 20 -> 0.5 -> 5 -> 20 Mbit/s, ``--phase`` seconds each, once per policy. Per phase
 and policy it prints fps answered, replies/s, p50/p99 capture-to-reply latency (without the
 first second after a step), frames dropped by the sender, payload bytes/s, the points in use
-and how long after a step the new point was in use; writes results/adaptive/results.json,
-README.md and a plot of latency and the chosen point over time.
+and how long after a step the new point was in use (the first frame of a point other than
+the one in use at the step that then holds for a second: a probe's train of a few frames is
+not a new point), the controller's decisions per phase, and the issue's targets met or not;
+writes results/adaptive/results.json, README.md and a plot of latency and the chosen point.
 
     sudo nice -n 10 python -m bench.adaptive --phase 20
 
 The adaptive run decides with a slower device's profile (``results/adaptive/slow-device.json``)
 while every frame is made at this machine's speed: its latencies do not include that device's
-head time, and the fixed points run at this machine's speed too.
+head time, and the fixed points run at this machine's speed too. A second table adds each
+frame's slow-device head time to its latency (every policy alike: an upper bound, it keeps
+this machine's own head time too) and compares each p99 with the best fixed point's.
 """
 from __future__ import annotations
 
@@ -55,17 +59,19 @@ def run_policy(policy: str, phase: float, fps: float, work: Path, extra: list[st
             if sender.poll() is not None:
                 raise RuntimeError(f"sender ended: {(work / 'sender.out').read_text()[-2000:]}")
             time.sleep(0.01)
-        t0 = time.monotonic()
-        steps = []
+        t0, wall0 = time.monotonic(), time.time()
+        steps, walls = [], [wall0]
         for k, rate in enumerate(RATES[1:], 1):
             time.sleep(max(0.0, t0 + k * phase - time.monotonic()))
             net.set_rate(rate)
             steps.append(round(time.monotonic() - t0, 3))
+            walls.append(time.time())
         sender.wait(timeout=phase * len(RATES) + 120)
         qdisc = net.qdisc_stats()
     out_text = (work / "sender.out").read_text()
     summary = json.loads([ln for ln in out_text.splitlines() if ln.startswith("{")][-1])
-    return {"policy": policy, "summary": summary, "steps_s": steps, "qdisc": qdisc,
+    return {"policy": policy, "summary": summary, "steps_s": steps, "steps_wall": walls,
+            "steps_mono": [t0 + s for s in steps], "qdisc": qdisc,
             "frames": [json.loads(ln) for ln in log.read_text().splitlines() if ln.strip()]}
 
 
@@ -80,34 +86,119 @@ def _wait_http_ns(net: Pair, url: str) -> None:
     raise RuntimeError(f"server.py did not answer at {url}")
 
 
-def analyse(run: dict, phase: float, fps: float, payload: dict[str, float]) -> list[dict]:
-    """Per phase: fps answered, latency, drops, bytes/s, points and switch delay."""
+def analyse(run: dict, phase: float, fps: float, payload: dict[str, float], head_ms: dict[str, float]) -> list[dict]:
+    """Per phase: fps answered, latency (also with the slow device's head time added), drops,
+    bytes/s, points, switch delay and the controller's decisions. A frame belongs to the phase
+    its capture time fell in (the log's ``capture_ms`` against the steps' monotonic times; by
+    frame index / fps when the log has no capture times: that drifts when the sender runs
+    below its frame rate)."""
     fixed = None if run["policy"] == "adaptive" else run["policy"]
     rows: list[dict] = []
-    by_frame = {f["frame"]: f for f in run["frames"]}
+    frames = run["frames"]
+    by_frame = {f["frame"]: f for f in frames}
+    mono = run.get("steps_mono")
+    if mono is not None and frames and all("capture_ms" in f for f in frames):
+        starts = [min(f["capture_ms"] for f in frames) / 1000, *mono]
+
+        def where(f: dict) -> tuple[int, float]:
+            t = f["capture_ms"] / 1000
+            k = sum(1 for s in mono if s <= t)
+            return k, t - starts[k]
+    else:
+        def where(f: dict) -> tuple[int, float]:
+            k = min(len(RATES) - 1, int(f["frame"] // (phase * fps)))
+            return k, (f["frame"] - k * phase * fps) / fps
+    at = {i: where(f) for i, f in by_frame.items()}
+    walls = run.get("steps_wall", [])
+    log = run["summary"].get("switch_log", [])
+    # the frames in the order they were sent: a switch decided after n frames applies from the n-th
+    fr_all = sorted(by_frame)
+    kept = [(fr_all[sw["after_frame"]], sw["to"]) for sw in log
+            if sw["why"] in ("congested", "better", "probe_ok") and sw["after_frame"] < len(fr_all)]
+    f0 = by_frame[fr_all[0]] if fr_all else {}
+    first = f"{f0.get('split')}/{f0.get('codec')}/{f0.get('head')}" if f0 else None
     for k, rate in enumerate(RATES):
-        lo, hi = int(k * phase * fps), int((k + 1) * phase * fps)
-        fr = [by_frame[i] for i in range(lo, hi) if i in by_frame]
-        replies = [f for f in fr if "latency_ms" in f]
-        steady = [f["latency_ms"] for f in replies if f["frame"] >= lo + fps]
+        fr = [by_frame[i] for i in fr_all if at[i][0] == k]
         keys = [fixed or f"{f.get('split')}/{f.get('codec')}/{f.get('head')}" for f in fr]
+        replies = [(f, kk) for f, kk in zip(fr, keys, strict=True) if "latency_ms" in f]
+        steady = [f["latency_ms"] for f, _ in replies if at[f["frame"]][1] >= 1.0]
+        slow = [f["latency_ms"] + _head(kk, head_ms) for f, kk in replies if at[f["frame"]][1] >= 1.0]
         points = sorted(set(keys), key=keys.index)
-        # after a step: seconds (frame index / fps) until the first frame made by another point
-        # than the one in use at the step; None when the phase kept that point throughout
-        before = rows[-1]["last_point"] if rows else None
-        switch_s = None
-        if k and not fixed:
-            switch_s = next((round((f["frame"] - lo) / fps, 2) for f, kk in zip(fr, keys, strict=True)
-                             if kk != before), None)
+        # after a step: seconds until the first frame made by the point a switch after the step
+        # chose (congested, better, probe_ok: a probe's train of a few frames is not a new
+        # point); None when the phase kept the point in use at the step
+        switch_s = first_other = None
+        if k and not fixed and fr:
+            lo = fr[0]["frame"]
+            before = _steady_at(lo, kept, first)
+            first_other = next((round(at[f["frame"]][1], 2) for f, kk in zip(fr, keys, strict=True)
+                                if kk != before), None)
+            chosen = next(((i, to) for i, to in kept if i in at and at[i][0] == k and to != before), None)
+            if chosen is not None:
+                switch_s = next((round(at[f["frame"]][1], 2) for f, kk in zip(fr, keys, strict=True)
+                                 if f["frame"] >= chosen[0] and kk == chosen[1]), None)
+        whys: dict[str, int] = {}
+        if walls:
+            start, end = walls[k], walls[k + 1] if k + 1 < len(walls) else float("inf")
+            for sw in log:
+                if start <= sw.get("wall", 0.0) < end:
+                    whys[sw["why"]] = whys.get(sw["why"], 0) + 1
         rows.append({"phase": k, "rate_mbit": rate, "fps_answered": round(len(replies) / phase, 2),
                      "replies_per_s": round(len(replies) / phase, 2),
                      "p50_ms": round(float(np.percentile(steady, 50)), 1) if steady else None,
                      "p99_ms": round(float(np.percentile(steady, 99)), 1) if steady else None,
-                     "not_sent": (hi - lo) - len(fr), "not_answered": len(fr) - len(replies),
+                     "p50_slow_ms": round(float(np.percentile(slow, 50)), 1) if slow else None,
+                     "p99_slow_ms": round(float(np.percentile(slow, 99)), 1) if slow else None,
+                     "not_sent": max(0, round(phase * fps) - len(fr)), "not_answered": len(fr) - len(replies),
                      "payload_Bps": round(sum(payload.get(kk, 0.0) for kk in keys) / phase),
                      "points": points, "last_point": keys[-1] if keys else None,
-                     "new_point_after_s": switch_s})
+                     "new_point_after_s": switch_s, "first_other_point_after_s": first_other,
+                     "decisions": whys})
     return rows
+
+
+def _steady_at(frame: int, kept: list[tuple[int, str]], first: str | None) -> str | None:
+    """The point in use (not a train's) before ``frame``: the last switch's, else the first frame's."""
+    last = [to for i, to in kept if i < frame]
+    return last[-1] if last else first
+
+
+def _head(key: str, head_ms: dict[str, float]) -> float:
+    split, _, head = key.split("/")
+    return head_ms.get(f"{split}/{head}", 0.0)
+
+
+def targets(table: dict[str, list[dict]], runs: list[dict], fps: float) -> list[str]:
+    """The issue's targets against this run: lines for the README."""
+    ad = table.get("adaptive")
+    fixed = {p: rows for p, rows in table.items() if p != "adaptive"}
+    if ad is None or not fixed:
+        return []
+    out = ["## Against the issue's targets (this run)", ""]
+    low = min(r["fps_answered"] for r in ad)
+    out.append(f"- (a) >= {fps - 1:g} fps answered in every phase: {'met' if low >= fps - 1 else 'NOT met'} "
+               f"({', '.join(str(r['fps_answered']) for r in ad)})")
+    waits = []
+    for k, r in enumerate(ad[1:], 1):
+        changed = r["new_point_after_s"]
+        waits.append(f"{ad[k - 1]['rate_mbit']:g} -> {r['rate_mbit']:g}: "
+                     + (f"{changed} s" if changed is not None else "no change (the point in use stayed)"))
+    ok_b = all(r["new_point_after_s"] is None or r["new_point_after_s"] <= 1.0 for r in ad[1:])
+    out.append(f"- (b) the new point in use within 1 s of each step: {'met' if ok_b else 'NOT met'} "
+               f"({'; '.join(waits)})")
+    for label, key in (("with the slow device's head time added", "p99_slow_ms"), ("at this machine's speed", "p99_ms")):
+        ratios = []
+        for k, r in enumerate(ad):
+            best = min((rows[k][key] for rows in fixed.values() if rows[k][key] is not None), default=None)
+            ratios.append(round(r[key] / best, 2) if r[key] is not None and best else None)
+        ok_c = all(x is not None and x <= 1.5 for x in ratios)
+        out.append(f"- (c) p99 per phase <= 1.5x the best fixed point's, {label}: "
+                   f"{'met' if ok_c else 'NOT met'} ({', '.join(f'{x}x' for x in ratios)})")
+    acc = [(r["policy"], r["summary"]["accounted"], r["summary"]["lost"]) for r in runs]
+    ok_d = all(a and not lost for _, a, lost in acc)
+    out.append(f"- (d) zero frames unaccounted: {'met' if ok_d else 'NOT met'} "
+               f"({', '.join(f'{p}: accounted {a}, lost {lost}' for p, a, lost in acc)})")
+    return [*out, ""]
 
 
 def plot(runs: list[dict], phase: float, fps: float, path: Path) -> None:
@@ -156,21 +247,25 @@ def main(argv: list[str] | None = None) -> int:
                for p in OperatingPoints.load(ROOT / "models" / "operating_points.json").points}
     policies = ["adaptive", *[p for p in args.fixed.split(",") if p]]
     args.out.mkdir(parents=True, exist_ok=True)
+    extra = args.adaptive_args.split()
+    profile = Path(extra[extra.index("--device-profile") + 1]) if "--device-profile" in extra[:-1] else None
+    head_ms = json.loads(profile.read_text())["device_ms"] if profile is not None else {}
     runs, table = [], {}
     for pol in policies:
-        run = run_policy(pol, args.phase, args.fps, args.out / "runs" / pol.replace("/", "_"), args.adaptive_args.split())
+        run = run_policy(pol, args.phase, args.fps, args.out / "runs" / pol.replace("/", "_"), extra)
         runs.append(run)
-        table[pol] = analyse(run, args.phase, args.fps, payload)
+        table[pol] = analyse(run, args.phase, args.fps, payload, head_ms)
         s = run["summary"]
         print(f"\n{pol}: accounted {s['accounted']}, sent {s['frames_sent']}, replies {s['replies']}, "
               f"dropped by sender {s['dropped_by_sender']}, by receiver {s['dropped_by_receiver']}, lost {s['lost']}, "
               f"switches {s.get('switches', 0)}")
         for r in table[pol]:
             print(f"  {r['rate_mbit']:5g} Mbit/s  {r['fps_answered']:5.1f} fps answered  p50 {r['p50_ms']} p99 {r['p99_ms']} ms  "
+                  f"(+slow head p50 {r['p50_slow_ms']} p99 {r['p99_slow_ms']})  "
                   f"not sent {r['not_sent']}  unanswered {r['not_answered']}  {r['payload_Bps'] / 1e3:7.1f} kB/s  "
-                  f"new point after {r['new_point_after_s']} s  {r['points']}")
+                  f"new point after {r['new_point_after_s']} s  {r['decisions'] or ''}  {r['points']}")
     (args.out / "results.json").write_text(json.dumps(
-        {"phase_s": args.phase, "fps": args.fps, "rates_mbit": RATES, "table": table,
+        {"phase_s": args.phase, "fps": args.fps, "rates_mbit": RATES, "table": table, "slow_head_ms": head_ms,
          "summaries": {r["policy"]: r["summary"] for r in runs}, "steps_s": {r["policy"]: r["steps_s"] for r in runs}},
         indent=1))
     plot(runs, args.phase, args.fps, args.out / "adaptive.png")
@@ -184,7 +279,21 @@ def main(argv: list[str] | None = None) -> int:
                   f"{r['not_sent']} | {r['not_answered']} | {r['payload_Bps'] / 1e3:.1f} | {r['new_point_after_s']} | "
                   f"{', '.join(r['points'])} |"
                   for r in rows]
-    lines += ["", "![latency and chosen point](adaptive.png)", ""]
+    shown = profile.relative_to(ROOT) if profile is not None and profile.is_relative_to(ROOT) else profile
+    lines += ["", f"With the slow device's head time added to every frame ({shown}; an upper bound: "
+              "this machine's own head time stays in), and the controller's decisions per phase:", "",
+              "| policy | Mbit/s | p50 ms + slow head | p99 ms + slow head | p99 / best fixed p99 (both + slow head) "
+              "| decisions |", "|---|---:|---:|---:|---:|---|"]
+    fixed_rows = [rows for p, rows in table.items() if p != "adaptive"]
+    for pol, rows in table.items():
+        for k, r in enumerate(rows):
+            best = min((fr[k]["p99_slow_ms"] for fr in fixed_rows if fr[k]["p99_slow_ms"] is not None), default=None)
+            ratio = round(r["p99_slow_ms"] / best, 2) if best and r["p99_slow_ms"] is not None else None
+            whys = ", ".join(f"{w} {n}" for w, n in r["decisions"].items())
+            lines.append(f"| {pol} | {r['rate_mbit']:g} | {r['p50_slow_ms']} | {r['p99_slow_ms']} | {ratio} | {whys} |")
+    met = targets(table, runs, args.fps)
+    lines += ["", *met, "![latency and chosen point](adaptive.png)", ""]
+    print("\n" + "\n".join(met))
     (args.out / "README.md").write_text("\n".join(lines))
     return 0
 

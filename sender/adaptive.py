@@ -16,8 +16,9 @@ link carries its stream with headroom (``payload * 8 * fps * HEADROOM <= capacit
 device keeps up with the frame rate. The controller picks the feasible point with the least
 predicted latency, leaves a point at once when the link is congested (the queue says so),
 switches to a better one only after ``DWELL_S`` and for a clear gain (hysteresis), and probes
-one rung up when the capacity it knows is only a lower bound (nothing queued: the link
-carried all we sent, and perhaps more).
+a rung up when the capacity it knows is only a lower bound (nothing queued: the link carried
+all we sent, and perhaps more): a train of a few frames of the rung, kept only when their
+replies show no queueing on the path, so a probe that fails costs those few frames.
 """
 from __future__ import annotations
 
@@ -33,14 +34,21 @@ HEADROOM = 1.3           # a point's stream must fit capacity / HEADROOM
 DEVICE_SHARE = 0.8       # head + encode must fit this share of the frame period
 CONGESTED_MS = 120.0     # send-queue delay (bufferedAmount / link rate) that means congestion ...
 CONGESTED_TICKS = 3      # ... held this many ticks in a row (a receiver's stall of a tick or two is not the link)
+PATH_TICKS = 2           # every reply over its network floor by CONGESTED_MS / 2 this many ticks: the path queues
 DWELL_S = 2.0            # least time on a point before an improvement switch
 GAIN = 0.15              # an improvement must predict this much less latency ...
 GAIN_MS = 0.5            # ... and at least this many ms
-PROBE_WAIT_S = 1.0       # under-used time before probing a rung up (first try)
-PROBE_WAIT_MAX_S = 4.0   # backoff cap after failed probes
-PROBE_TRIAL_S = 0.5      # a probe's trial: 15 frames at 30 fps, then kept or backed off
+PROBE_WAIT_S = 0.3       # under-used time before a probe train (a rise is taken within about 1 s)
+PROBE_FRAMES = 6         # a probe is a train of this many frames of the rung, then back
+PROBE_JUDGE_S = 0.1      # after the train's frames went out, their replies must be in by then
+PROBE_EXCESS_MS = 5.0    # a train fails if a reply's network time exceeds its floor by more
 PROBE_FACTOR = 2.0       # a rung is chosen if faster at 2, 4, 8 or 16 times the capacity known
-PROBE_QUEUE_FRAMES = 2.0  # a trial fails if the queue grows by more than this many rung frames
+PROBE_QUEUE_FRAMES = 2.0  # a train fails if the send queue grows by more than this many rung frames
+PROBE_BAN_S = 1.0        # a rung that congested the link is not probed for this long ...
+PROBE_BAN_RECENT_S = 5.0  # ... doubled when it congested within this of being kept by a probe ...
+PROBE_BAN_MAX_S = 4.0    # ... up to this
+PROBE_JUDGE_MAX_S = 0.3  # a train frame still unanswered this long after the train's judging: failed
+NET_FLOOR_TAU_S = 5.0    # the network-time floor rises this slowly (falls at once)
 RTT_NEAR = 2.0           # under-used: the newest RTT at most this times its floor ...
 RTT_SLACK_MS = 25.0      # ... plus this (a shared CPU jitters by that much)
 WARMUP_S = 1.0           # no congestion verdict before the rates have this much history
@@ -73,7 +81,11 @@ class Observation:
     ``sent_bytes``/``delivered_bytes``: frame bytes handed to the channel / settled by the
     receiver (reply, drop or error) in the tick; ``queued_bytes``: frame bytes sent and not
     yet settled at ``t`` (the channel's bufferedAmount is part of them); ``rtt_ms``: the
-    newest ping round trip, if one came; ``device_ms``: head+encode samples per
+    newest ping round trip, if one came; ``net_ms``/``net_min_ms``: the greatest / least
+    network time of the frames answered in the tick (capture-to-reply latency less the
+    sender's own time to the channel and the receiver's ``total_ms``: queueing anywhere on
+    the path, the tbf's included, shows there even while our send queue is empty; None: no
+    reply); ``device_ms``: head+encode samples per
     ``split/head`` and ``encode_ms`` per ``split/codec``; ``server_ms``: receiver ``total_ms``
     per split; ``backpressure``: frames dropped because the channel was full;
     ``buffered_bytes``: the data channel's ``bufferedAmount`` at ``t``, the bytes still waiting
@@ -91,6 +103,8 @@ class Observation:
     server_ms: Mapping[str, float] = field(default_factory=dict)
     backpressure: int = 0
     buffered_bytes: int | None = None
+    net_ms: float | None = None
+    net_min_ms: float | None = None
 
 
 def _ewma(old: float | None, x: float, alpha: float) -> float:
@@ -115,6 +129,8 @@ class Estimates:
         self.link_bps: float | None = None  # the same over backlogged ticks only: what the link carries
         self.buffered_bytes = 0
         self.over_ticks = 0           # consecutive ticks with the send queue beyond CONGESTED_MS
+        self.grow_ticks = 0           # consecutive ticks the send queue grew beyond CONGESTED_MS / 2
+        self.path_ticks = 0           # consecutive reply ticks whose every reply queued CONGESTED_MS / 2 on the path
         self.capacity_bps = PRIOR_BPS
         self.capacity_known = False   # measured under congestion (a ceiling), not a prior or floor
         self.rtt_ms: float | None = None
@@ -124,6 +140,9 @@ class Estimates:
         self.underused = False        # no send queue, RTT near its floor: capacity is only a floor
         self.rtt_floor_ms: float | None = None
         self.rtt_last_ms: float | None = None  # the newest sample: queue drained or not, it says so now
+        self.net_floor_ms: float | None = None  # least network time of a reply (rises slowly)
+        self.net_excess_ms: float | None = None  # this tick's greatest network time over that floor
+        self.net_queue_ms: float | None = None   # this tick's least over it: the path holds a queue
         self._rtt_t: float | None = None
         self.t: float | None = None
         self.t0: float | None = None
@@ -150,12 +169,23 @@ class Estimates:
         for k, v in o.server_ms.items():
             self.server_ms[k] = _ewma(self.server_ms.get(k), v, b)
         self.queued_bytes = o.queued_bytes
+        # The path: a reply's network time over its floor is queueing somewhere between us
+        # and the receiver (our send queue or the link's), seen even when ours is empty.
+        if o.net_min_ms is not None:
+            lo = o.net_min_ms
+            f = self.net_floor_ms
+            self.net_floor_ms = lo if f is None or lo < f else f + (lo - f) * (1.0 - math.exp(-dt / NET_FLOOR_TAU_S))
+        self.net_excess_ms = (o.net_ms - self.net_floor_ms
+                              if o.net_ms is not None and self.net_floor_ms is not None else None)
+        self.net_queue_ms = (o.net_min_ms - self.net_floor_ms
+                             if o.net_min_ms is not None and self.net_floor_ms is not None else None)
         # The link: bytes that left our send queue this tick. Over a tick that began with a
         # backlog the link (or SCTP's window over it) was the limit, so that rate is what it
         # carries; otherwise it is only what we offered. Frames past the send queue wait for
         # the receiver, whose time the replies measure (``server_ms``): not the link's.
         buffered = o.queued_bytes if o.buffered_bytes is None else o.buffered_bytes
         drained = max(0, o.sent_bytes + self.buffered_bytes - buffered) * 8.0 / dt
+        grew = buffered > self.buffered_bytes
         self.drain_bps = _ewma(self.drain_bps, drained, a)
         if self.buffered_bytes > 0 and buffered > 0:
             self.link_bps = _ewma(self.link_bps, drained, a)
@@ -164,15 +194,25 @@ class Estimates:
         self.queue_ms = buffered * 8.0 / rate * 1000.0
         warm = o.t - self.t0 >= WARMUP_S
         self.over_ticks = self.over_ticks + 1 if warm and self.queue_ms > CONGESTED_MS else 0
-        self.congested = warm and (self.over_ticks >= CONGESTED_TICKS or o.backpressure > 0)
+        # a queue that grows tick after tick is congestion before it is long (a step down)
+        self.grow_ticks = self.grow_ticks + 1 if warm and grew and self.queue_ms > CONGESTED_MS / 2 else 0
+        # the path's own queue (a link buffer SCTP fills before ours): every reply of the tick late
+        if self.net_queue_ms is not None:
+            self.path_ticks = self.path_ticks + 1 if warm and self.net_queue_ms > CONGESTED_MS / 2 else 0
+        queue = self.over_ticks >= CONGESTED_TICKS or self.grow_ticks >= CONGESTED_TICKS or o.backpressure > 0
+        self.congested = warm and (queue or self.path_ticks >= PATH_TICKS)
         if self.congested:
-            # The link is the bottleneck: what leaves the queue is what it carries.
-            self.capacity_bps = max(self.link_bps if self.link_bps is not None else self.drain_bps, 1e3)
+            # The link is the bottleneck: what leaves the queue is what it carries; when only
+            # the path queues, our queue drains at what we offer, and the replies come back at
+            # what the link carries.
+            carried = self.link_bps if self.link_bps is not None else self.drain_bps
+            self.capacity_bps = max(carried if queue else min(carried, self.delivered_bps), 1e3)
             self.capacity_known = True
         elif self.drain_bps > self.capacity_bps:
             self.capacity_bps = self.drain_bps  # it carried more than we thought: a floor
         self.underused = (warm and not self.congested and self.over_ticks == 0
-                          and self.queue_ms <= CONGESTED_MS / 2 and not self.rtt_raised())
+                          and self.queue_ms <= CONGESTED_MS / 2 and not self.rtt_raised()
+                          and (self.net_queue_ms is None or self.net_queue_ms <= PROBE_EXCESS_MS))
 
     def rtt_raised(self) -> bool:
         """The newest ping RTT is well above its floor (a queue somewhere on the path). The
@@ -215,13 +255,21 @@ class Estimates:
                 "capacity_kbps": round(self.capacity_bps / 1e3, 1), "buffered_bytes": self.buffered_bytes,
                 "capacity_known": self.capacity_known, "queue_ms": round(self.queue_ms, 1),
                 "queued_bytes": self.queued_bytes, "congested": self.congested, "underused": self.underused,
-                "rtt_ms": round(self.rtt_ms, 2) if self.rtt_ms is not None else None}
+                "rtt_ms": round(self.rtt_ms, 2) if self.rtt_ms is not None else None,
+                "net_floor_ms": round(self.net_floor_ms, 2) if self.net_floor_ms is not None else None,
+                "net_excess_ms": round(self.net_excess_ms, 2) if self.net_excess_ms is not None else None,
+                "net_queue_ms": round(self.net_queue_ms, 2) if self.net_queue_ms is not None else None}
 
 
 @dataclass(frozen=True)
 class Switch:
     """A decision: from ``old`` to ``new`` at ``t``, ``why`` (``congested``, ``better``,
-    ``probe``, ``probe_failed``), with the estimates and predictions that caused it."""
+    ``probe``, ``probe_ok``, ``probe_failed``), with the estimates and predictions that caused it.
+
+    ``frames`` 0: ``new`` from now on. Otherwise a probe train: the next ``frames`` frames use
+    ``new``, then the point in use again (``Controller.current``, which a train leaves as it
+    is); ``probe_failed`` is then a record (``new`` is that point already), ``probe_ok`` the
+    switch to the rung."""
 
     t: float
     old: Point
@@ -229,15 +277,17 @@ class Switch:
     why: str
     estimates: dict
     predicted_ms: dict[str, float]
+    frames: int = 0
 
     def as_dict(self) -> dict:
         return {"t": round(self.t, 3), "from": self.old.key, "to": self.new.key, "why": self.why,
-                "estimates": self.estimates, "predicted_ms": self.predicted_ms}
+                "frames": self.frames, "estimates": self.estimates, "predicted_ms": self.predicted_ms}
 
 
 @dataclass
 class Probe:
-    """A probe's trial: ``rung`` tried from ``back`` at ``t``, with the queue and capacity before it."""
+    """A probe train: ``rung`` tried from ``back`` at ``t``, with the queue and capacity before
+    it; ``worst_ms``: the greatest network time over its floor since; ``answered``: a reply came."""
 
     t: float
     back: Point
@@ -245,18 +295,24 @@ class Probe:
     buffered_bytes: int
     capacity_bps: float
     hypothesis_bps: float   # the capacity at which the rung was predicted faster
+    worst_ms: float = 0.0
+    answered: bool = False
 
 
 class Controller:
     """Chooses among ``points`` at ``fps``; ``observe(o)`` returns a ``Switch`` or None.
 
-    ``current`` is the point the next frame uses. Down-switches (congestion) are immediate;
-    up-switches wait ``DWELL_S`` and need a clear gain. While the link is under-used the
-    capacity known is only a lower bound, so after ``probe_wait`` the controller tries the
-    next larger stream predicted faster at 2..16 times that capacity for ``PROBE_TRIAL_S``:
-    kept if the queue did not grow and the RTT held (the capacity the rung supposed is then
-    taken as the floor, until congestion measures a ceiling), else back to where it came from,
-    the capacity measured, and ``probe_wait`` doubled (up to ``PROBE_WAIT_MAX_S``)."""
+    ``current`` is the point the frames use. Down-switches (congestion) are immediate;
+    ``better`` switches wait ``DWELL_S`` and need a clear gain. While the link is under-used
+    the capacity known is only a lower bound, so after ``PROBE_WAIT_S`` of it the controller
+    sends a train of ``PROBE_FRAMES`` frames of the next larger stream predicted faster at
+    2..16 times that capacity, then the current point again, and judges the train by its
+    replies: kept (``probe_ok``, the capacity it supposed taken as the floor until congestion
+    measures a ceiling) when their network time stayed within ``PROBE_EXCESS_MS`` of its
+    floor, our send queue did not grow and all of them were answered within
+    ``PROBE_JUDGE_S``; else nothing changes (``probe_failed``). A failed train costs its few
+    frames' queueing, so probes need no backoff; a rung kept that congests the link soon after
+    is not probed again for ``ban_s`` (doubled each time, up to ``PROBE_BAN_MAX_S``)."""
 
     def __init__(self, points: Iterable[Point], fps: float, estimates: Estimates, start: Point | None = None) -> None:
         self.points = tuple(sorted(points, key=lambda p: (p.payload_bytes, p.key)))
@@ -266,8 +322,12 @@ class Controller:
         self.current = start or self._best(self.points)
         self.since = -math.inf        # when the current point was chosen
         self.calm_since: float | None = None  # under-used since
-        self.probe_wait = PROBE_WAIT_S
         self.probing: Probe | None = None
+        self.kept_at = -math.inf      # when a probe's rung was last kept
+        self.ban_bps = math.inf       # rungs of this stream rate and more are not probed ...
+        self.ban_until = -math.inf    # ... until then (a rung kept congested the link)
+        self.ban_s = PROBE_BAN_S
+        self.congested_bps = 0.0      # the stream congestion moved us off: rungs below it cannot show a rise
         self.switches = 0
 
     def _best(self, pts: Iterable[Point]) -> Point:
@@ -286,56 +346,77 @@ class Controller:
         if est.congested:
             self.calm_since = None
             if not est.link_fits(cur, self.fps):
+                # congestion soon after a kept probe: that rung was wrong, and is banned longer each time
+                self.ban_s = min(PROBE_BAN_MAX_S, self.ban_s * 2) if now - self.kept_at < PROBE_BAN_RECENT_S else PROBE_BAN_S
+                self.ban_bps, self.ban_until = cur.bps(self.fps), now + self.ban_s
+                self.congested_bps = cur.bps(self.fps)
                 return self._switch(now, self._best(self.points), "congested")
             return None
         if not est.underused:
             self.calm_since = None
         else:
             self.calm_since = now if self.calm_since is None else self.calm_since
-        if now - self.since < DWELL_S:
-            return None
-        best = self._best(self.points)
-        if best != cur and est.predict_ms(best) < est.predict_ms(cur) * (1 - GAIN) - GAIN_MS:
-            return self._switch(now, best, "better")
-        if self.calm_since is not None and now - max(self.calm_since, self.since) >= self.probe_wait:
-            found = self._rung(cur)
+        if now - self.since >= DWELL_S:
+            # a larger stream than the one in use is taken on a measured ceiling, or by a train:
+            # a capacity that is only a floor (a prior, a probe's supposition) is not a licence
+            pool = self.points if est.capacity_known else [p for p in self.points if p.bps(self.fps) <= cur.bps(self.fps)]
+            best = self._best(pool)
+            if best != cur and est.predict_ms(best) < est.predict_ms(cur) * (1 - GAIN) - GAIN_MS:
+                return self._switch(now, best, "better")
+        if self.calm_since is not None and now - max(self.calm_since, self.since) >= PROBE_WAIT_S - 1e-9:
+            found = self._rung(cur, now)
             if found is not None:
                 rung, hypothesis = found
                 self.probing = Probe(now, cur, rung, est.buffered_bytes, est.capacity_bps, hypothesis)
-                est.capacity_bps = max(est.capacity_bps, rung.bps(self.fps) * HEADROOM)
-                return self._switch(now, rung, "probe")
+                return self._record(now, cur, rung, "probe", PROBE_FRAMES)
         return None
 
     def _trial(self, now: float, o: Observation) -> Switch | None:
-        """One tick of a probe: fail at once on congestion, queue growth or RTT rise; keep
-        the rung after ``PROBE_TRIAL_S``."""
+        """One tick of a probe train: fail at once on congestion, queueing on the path (a
+        reply's network time over its floor), send-queue growth or RTT rise; once the train's
+        frames were due back (``PROBE_JUDGE_S`` after the last one left), keep the rung if
+        none of that happened and none of them is still unanswered."""
         pr, est = self.probing, self.est
         assert pr is not None
+        if est.net_excess_ms is not None:
+            pr.worst_ms = max(pr.worst_ms, est.net_excess_ms)
+            pr.answered = True
         grew = est.buffered_bytes - pr.buffered_bytes > PROBE_QUEUE_FRAMES * pr.rung.payload_bytes
-        rtt_up = est.rtt_raised()
-        if est.congested or grew or rtt_up or o.backpressure:
-            self.probing = None
+        failed = est.congested or grew or est.rtt_raised() or o.backpressure > 0 or pr.worst_ms > PROBE_EXCESS_MS
+        if not failed:
+            due = pr.t + PROBE_FRAMES / self.fps + PROBE_JUDGE_S
+            if now < due - 1e-9:
+                return None
+            # due back: more in flight than a frame of the point in use is a train frame the
+            # path still holds; its reply will tell (or its absence, by PROBE_JUDGE_MAX_S)
+            held = not pr.answered or est.queued_bytes > 1.5 * pr.back.payload_bytes
+            if held and now < due + PROBE_JUDGE_MAX_S - 1e-9:
+                return None
+            failed = held
+        self.probing = None
+        if failed:
             self.calm_since = None
-            self.probe_wait = min(PROBE_WAIT_MAX_S, self.probe_wait * 2)
-            if not est.congested:  # the link carried less than the rung: what it delivered is a ceiling
-                carried = est.link_bps if est.link_bps is not None else est.drain_bps
-                est.capacity_bps = max(1e3, min(pr.capacity_bps, max(carried, pr.back.bps(self.fps))))
-            est.capacity_known = True
-            return self._switch(now, pr.back, "probe_failed")
-        if now - pr.t >= PROBE_TRIAL_S:
-            self.probing = None
-            self.probe_wait = PROBE_WAIT_S  # the link grew: climb on without the failures' backoff
-            # accepted until congestion says otherwise (which sets the ceiling again)
-            est.capacity_bps = max(pr.capacity_bps, pr.hypothesis_bps, pr.rung.bps(self.fps) * HEADROOM)
-            est.capacity_known = False  # carried without a queue: a floor, not the ceiling
-        return None
+            return self._record(now, pr.rung, pr.back, "probe_failed")
+        self.kept_at = now
+        self.congested_bps = 0.0
+        # accepted until congestion says otherwise (which sets the ceiling again)
+        est.capacity_bps = max(pr.capacity_bps, pr.hypothesis_bps, pr.rung.bps(self.fps) * HEADROOM)
+        est.capacity_known = False  # carried without a queue: a floor, not the ceiling
+        return self._switch(now, pr.rung, "probe_ok")
 
-    def _rung(self, cur: Point) -> tuple[Point, float] | None:
+    def _rung(self, cur: Point, now: float) -> tuple[Point, float] | None:
         """The next rung up and the capacity it supposes: the least of 2, 4, 8 or 16 times the
-        capacity known at which a larger, device-feasible stream is predicted faster than
-        ``cur``, and the fastest such point at that capacity."""
+        capacity known at which a larger, device-feasible stream (not banned; at least the one
+        congestion last moved us off, if there is one) is predicted faster than ``cur``, and the fastest such
+        point at that capacity."""
         limit = cur.bps(self.fps)
-        up = [p for p in self.points if p.bps(self.fps) > limit and self.est.device_fits(p, self.fps)]
+        banned = self.ban_bps if now < self.ban_until else math.inf
+        up = [p for p in self.points if limit < p.bps(self.fps) < banned and self.est.device_fits(p, self.fps)]
+        # after congestion moved us off a stream, only a rung at least that large shows that
+        # the link rose: a train of a smaller one passes a link's bucket whether it rose or not
+        # (the ceiling congestion measured is too rough to tell: SCTP's losses make it read low)
+        if any(p.bps(self.fps) >= self.congested_bps and self.est.device_fits(p, self.fps) for p in self.points):
+            up = [p for p in up if p.bps(self.fps) >= self.congested_bps]  # none while those are banned
         cap = self.est.capacity_bps
         try:
             for k in range(1, 5):
@@ -350,13 +431,17 @@ class Controller:
         finally:
             self.est.capacity_bps = cap
 
+    def _record(self, now: float, old: Point, new: Point, why: str, frames: int = 0) -> Switch:
+        """A probe's decision: ``current`` stays as it is."""
+        pred = {p.key: round(self.est.predict_ms(p), 3) for p in {old, new}}
+        self.switches += 1
+        return Switch(now, old, new, why, self.est.as_dict(), pred, frames)
+
     def _switch(self, now: float, new: Point, why: str) -> Switch | None:
         if new == self.current:
             return None
-        pred = {p.key: round(self.est.predict_ms(p), 3) for p in {self.current, new}}
-        sw = Switch(now, self.current, new, why, self.est.as_dict(), pred)
+        sw = self._record(now, self.current, new, why)
         self.current, self.since = new, now
-        self.switches += 1
         return sw
 
 

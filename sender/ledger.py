@@ -16,6 +16,7 @@ the same events through both.
 from __future__ import annotations
 
 import json
+import math
 import random
 import time
 from collections import Counter, deque
@@ -133,6 +134,8 @@ class Ledger:
     in_flight_bytes: int = 0      # of frames sent with nbytes, not yet settled
     settled_bytes: int = 0        # of frames settled by the receiver (reply, drop, error), in all
     server_ms: dict[str, list[float]] = field(default_factory=dict)  # split -> [sum, n] of reply total_ms
+    net_lo_ms: float = math.inf   # least / greatest network time of the replies since the adaptive
+    net_hi_ms: float = -math.inf  # controller last read them (it resets both; see sender.switching)
 
     # --- frames the sender handles -------------------------------------------------------
 
@@ -256,9 +259,11 @@ class Ledger:
         time from its reply, and the rest (both directions of the data channel, both event
         loops) as ``network_ms``. Needs no shared clock."""
         recv = msg.timing.total_ms
+        net = now_ms - entry.sent_ms - recv
         self.stages["capture_to_head_ms"].append(entry.head_done_ms - entry.capture_ms)
         self.stages["encode_send_ms"].append(entry.sent_ms - entry.head_done_ms)
-        self.stages["network_ms"].append(now_ms - entry.sent_ms - recv)
+        self.stages["network_ms"].append(net)
+        self.net_lo_ms, self.net_hi_ms = min(self.net_lo_ms, net), max(self.net_hi_ms, net)
         self.stages["receiver_ms"].append(recv)
 
     def on_rtt(self, ms: float) -> None:
@@ -287,8 +292,10 @@ class Ledger:
 
     def _log(self, record: dict[str, Any], entry: InFlight | None = None) -> None:
         if self.log_file is not None:
-            if entry is not None and entry.point is not None:
-                record["split"], record["codec"], record["head"] = entry.point
+            if entry is not None:
+                record["capture_ms"] = round(entry.capture_ms, 1)  # monotonic: benchmarks align phases by it
+                if entry.point is not None:
+                    record["split"], record["codec"], record["head"] = entry.point
             self.log_file.write(json.dumps(record) + "\n")
 
     def percentiles(self, recent: bool = False) -> tuple[float | None, float | None]:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import math
 import time
 from collections import deque
 from pathlib import Path
@@ -22,7 +24,7 @@ from splitcore.runtime.models import Manifest
 from splitcore.runtime.operating import OperatingPoints, _portable
 
 from .adaptive import TICK_S, Controller, Estimates, Observation, Point, Switch, pareto
-from .pipeline import Choice, Encoded
+from .pipeline import Choice, Encoded, Pipeline
 from .profile import Profile, profile
 
 if TYPE_CHECKING:
@@ -53,6 +55,8 @@ class Adaptive:
         self._sent = 0
         self._marks = (0, 0)  # settled bytes, backpressure drops at the last tick
         self._rtt_seen = 0
+        self._pipeline: Pipeline | None = None
+        self._train: tuple[tuple[str, str, str], int] | None = None  # a probe train: its point, frames left
 
     @property
     def point(self) -> Point:
@@ -63,8 +67,15 @@ class Adaptive:
         return self.choices[self.controller.current]
 
     def on_encoded(self, frame: Encoded) -> None:
-        """A frame went out: its head and encode times refresh the profile."""
+        """A frame went out: its head and encode times refresh the profile; the last frame of
+        a probe train hands the pipeline back to the point in use."""
         self._sent += sum(len(m) for m in frame.messages)
+        train = self._train
+        if train is not None and train[0] == (frame.split, frame.codec, frame.head):
+            left = train[1] - 1
+            self._train = (train[0], left) if left > 0 else None
+            if left <= 0 and self._pipeline is not None:
+                self._pipeline.choice = self.choice
         for acc, key, ms in ((self._dev, f"{frame.split}/{frame.head}", frame.head_ms),
                              (self._enc, f"{frame.split}/{frame.codec}", frame.encode_ms)):
             a = acc.setdefault(key, [0.0, 0.0])
@@ -82,10 +93,13 @@ class Adaptive:
         server = {k: v[0] / v[1] for k, v in led.server_ms.items() if v[1]}
         led.server_ms.clear()
         link = stream.link
+        net = (led.net_lo_ms, led.net_hi_ms) if led.net_hi_ms >= led.net_lo_ms else (None, None)
+        led.net_lo_ms, led.net_hi_ms = math.inf, -math.inf
         o = Observation(now, self._sent, settled - self._marks[0], led.in_flight_bytes, rtt,
                         {k: v[0] / v[1] for k, v in self._dev.items()}, {k: v[0] / v[1] for k, v in self._enc.items()},
                         server, bp - self._marks[1],
-                        buffered_bytes=link.channel.bufferedAmount if link is not None else 0)
+                        buffered_bytes=link.channel.bufferedAmount if link is not None else 0,
+                        net_ms=net[1], net_min_ms=net[0])
         self._sent, self._marks = 0, (settled, bp)
         self._dev.clear()
         self._enc.clear()
@@ -93,19 +107,26 @@ class Adaptive:
         cur, est = self.controller.current, self.controller.est
         stream.opts.max_buffered = int(max(MIN_FRAMES_BUFFERED * cur.payload_bytes, est.capacity_bps / 8 * QUEUE_TARGET_S))
         if sw is not None:
+            # a train: the rung for its frames (``on_encoded`` counts them), then ``current`` again
             stream.pipeline.choice = self.choices[sw.new]
+            self._train = ((sw.new.split, sw.new.codec, sw.new.head), sw.frames) if sw.frames else None
             record = {**sw.as_dict(), "wall": round(time.time(), 3), "after_frame": led.sent}
             self.history.append(record)
-            log.warning("switch %s -> %s (%s): capacity %.0f kbit/s%s, delivered %.0f kbit/s, queue %.0f ms, "
-                        "predicted %s, receiver %s", sw.old.key, sw.new.key, sw.why, est.capacity_bps / 1e3,
-                        "" if est.capacity_known else " (not yet a ceiling)", est.delivered_bps / 1e3, est.queue_ms,
-                        sw.predicted_ms, link.receiver_id if link is not None else "-")
+            # trains come every fraction of a second while a link stays below the next rung: not warnings
+            level = logging.INFO if sw.why in ("probe", "probe_failed") else logging.WARNING
+            log.log(level, "switch %s -> %s (%s%s): capacity %.0f kbit/s%s, delivered %.0f kbit/s, queue %.0f ms, "
+                    "path queueing %s ms, predicted %s, receiver %s", sw.old.key, sw.new.key, sw.why,
+                    f", {sw.frames} frames" if sw.frames else "", est.capacity_bps / 1e3,
+                    "" if est.capacity_known else " (not yet a ceiling)", est.delivered_bps / 1e3, est.queue_ms,
+                    None if est.net_excess_ms is None else round(est.net_excess_ms, 1), sw.predicted_ms,
+                    link.receiver_id if link is not None else "-")
         return sw
 
     async def run(self, stream: SenderStream) -> None:
         """Tick until cancelled (the stream's run ends)."""
         stream.pipeline.choice = self.choice
         stream.pipeline.on_encoded = self.on_encoded
+        self._pipeline = stream.pipeline
         loop = asyncio.get_running_loop()
         next_t = loop.time()
         while True:

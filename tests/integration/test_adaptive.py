@@ -6,8 +6,10 @@ with its own profile the late split wins at every rate and nothing would switch)
 High cap, then a low one, then high again: the controller must move to a smaller stream
 under the low cap and back to a larger one after it, every frame accounted, each switch in
 the ``--json`` summary and each ``--log`` line naming its frame's split, codec and head.
-No timing assertions: the phases are long enough for the controller's reaction and its
-probe backoff (``sender.adaptive``: at most ``PROBE_WAIT_MAX_S`` plus a trial) with margin.
+The way back up is a probe's train kept (``probe_ok``) or a ``better`` switch, never a train
+alone (a few frames of a rung, then the point in use again: not a move). No timing
+assertions: the phases are long enough for the controller's reaction and its probes
+(``sender.adaptive``: a train every ``PROBE_WAIT_S`` plus its judging) with margin.
 """
 from __future__ import annotations
 
@@ -72,6 +74,8 @@ def test_moves_to_a_smaller_point_under_a_low_cap_and_back(tmp_path: Path) -> No
     summary = json.loads([ln for ln in out.splitlines() if ln.startswith("{")][-1])
     assert summary["accounted"] is True
     assert summary["split"] == "adaptive" and summary["switches"] == len(summary["switch_log"]) > 0
+    trains = [s for s in summary["switch_log"] if s["why"] == "probe"]
+    assert all(s["frames"] > 0 for s in trains)
     lines = [json.loads(ln) for ln in log.read_text().splitlines() if ln.strip()]
     assert len(lines) == summary["frames_sent"]
     assert all({"split", "codec", "head"} <= ln.keys() for ln in lines)
@@ -81,7 +85,8 @@ def test_moves_to_a_smaller_point_under_a_low_cap_and_back(tmp_path: Path) -> No
     assert down, f"no congestion switch under {PHASES[1][0]} Mbit/s: {log_sw}"
     low = down[0]["to"]
     assert payload[low] < payload[down[0]["from"]]
-    later = [s for s in log_sw if s["t"] > down[-1]["t"] and payload[s["to"]] > payload[low]]
+    later = [s for s in log_sw if s["t"] > down[-1]["t"] and s["why"] in ("probe_ok", "better")
+             and payload[s["to"]] > payload[low]]
     assert later, f"never back to a larger point than {low} after the cap rose: {log_sw}"
     assert payload[summary["final_point"]] > payload[low], log_sw
     keys = {f"{ln['split']}/{ln['codec']}/{ln['head']}" for ln in lines}

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 
 import {
-  Controller, Estimates, Observation, PROBE_TRIAL_S, PROBE_WAIT_MAX_S, Point, TICK_S, pareto,
+  Controller, Estimates, Observation, PROBE_EXCESS_MS, PROBE_FRAMES, PROBE_JUDGE_S, PROBE_WAIT_S, Point, TICK_S, pareto,
 } from '../../static/js/sender/adaptive.js';
 
 const VECTORS = JSON.parse(readFileSync(new URL('../vectors/adaptive.json', import.meta.url), 'utf8'));
@@ -20,14 +20,14 @@ export function replay(c) {
   const got = [];
   c.observations.forEach((o, i) => {
     const sw = ctl.observe(Observation.fromDict(o));
-    if (sw !== null) got.push({ tick: i, why: sw.why, to: sw.new.key });
+    if (sw !== null) got.push({ tick: i, why: sw.why, to: sw.new.key, frames: sw.frames });
   });
   return { got, ctl };
 }
 
 test('the adaptive vectors hold decisions of every kind', () => {
   const whys = new Set(VECTORS.cases.flatMap((c) => c.decisions.map((d) => d.why)));
-  for (const why of ['congested', 'probe', 'probe_failed']) assert.ok(whys.has(why), `no ${why} decision in the vectors`);
+  for (const why of ['congested', 'probe', 'probe_ok', 'probe_failed']) assert.ok(whys.has(why), `no ${why} decision in the vectors`);
   assert.ok(VECTORS.cases.some((c) => !c.decisions.length), 'no case without a switch (steady)');
 });
 
@@ -39,10 +39,17 @@ for (const c of VECTORS.cases) {
 }
 
 test('a twin that diverges fails the replay (a changed boundary changes the decisions)', () => {
-  // the same case with the link 10 % slower on every tick: the vectors pin the exact ticks
+  // the vectors pin the exact ticks: a link a third slower, replies without network times,
+  // and (at the edge of PROBE_EXCESS_MS) network times 1 ms shorter all decide otherwise
   const c = VECTORS.cases.find((x) => x.name === 'step_down_up');
-  const slower = { ...c, observations: c.observations.map((o) => ({ ...o, t: o.t * 1.1 })) };
+  const slower = { ...c, observations: c.observations.map((o) => ({ ...o, t: o.t * 1.5 })) };
   assert.notDeepEqual(replay(slower).got, c.decisions);
+  const blind = { ...c, observations: c.observations.map(({ net_ms, net_min_ms, ...o }) => o) };
+  assert.notDeepEqual(replay(blind).got, c.decisions);
+  const e = VECTORS.cases.find((x) => x.name === 'edge');
+  const shorter = { ...e, observations: e.observations.map((o) => (o.net_ms === undefined ? o
+    : { ...o, net_ms: o.net_ms - 1 })) };
+  assert.notDeepEqual(replay(shorter).got, e.decisions);
 });
 
 // --- the synthetic links of tests/unit/test_adaptive.py ----------------------------------
@@ -53,50 +60,105 @@ const DEVICE = { 'stage1/float32': 3.0, 'stage2/int8': 10.0, 'features/int8': 18
 const ENCODE = { 'stage1/clip4+zlib': 0.5, 'stage2/clip4+zlib': 0.3, 'features/clip4+zlib': 0.2 };
 const SERVER = { stage1: 2.5, stage2: 0.6, features: 0.05 };
 
-/** Feed `seconds` of a link of `capBps`: what we send beyond it queues. */
-function link(ctl, capBps, t, seconds, queue) {
-  const seen = [];
-  for (let i = 0; i < Math.trunc(seconds / TICK_S); i += 1) {
-    t += TICK_S;
-    const sent = (ctl.current.bps(ctl.fps) * TICK_S) / 8;
-    queue[0] += sent;
-    const out = Math.min(queue[0], (capBps * TICK_S) / 8);
-    queue[0] -= out;
-    const sw = ctl.observe(new Observation({ t, sentBytes: Math.trunc(sent), deliveredBytes: Math.trunc(out),
-      queuedBytes: Math.trunc(queue[0] + sent / 3), serverMs: SERVER, bufferedBytes: Math.trunc(queue[0]) }));
-    if (sw !== null) seen.push(`${sw.why}:${sw.new.key}`);
+const BASE_MS = 2.0; // the path's network time with nothing queued
+
+/**
+ * tests/unit/test_adaptive.py's Link: a FIFO link fed by `ctl`'s frames at its fps, one
+ * Observation per tick; a frame's network time is its wait plus its own time on the link;
+ * a probe's train is applied as switching.js does (the rung for `frames` frames, then back).
+ */
+class Link {
+  constructor(ctl) {
+    this.ctl = ctl;
+    this.t = 0.0;
+    this.free = 0.0;      // when the link has sent all it was given
+    this.train = null;    // [point, frames left]
+    this.flight = [];     // [reply due, network ms, bytes]
+    this.frames = [];     // [sent, point key, network ms]: every frame
+    this.decisions = [];  // [t, why, to, frames]
   }
-  return [t, seen];
+
+  run(cap, seconds) {
+    const seen = [];
+    const perTick = Math.round(this.ctl.fps * TICK_S);
+    for (let i = 0; i < Math.round(seconds / TICK_S); i += 1) {
+      const start = this.t;
+      this.t = Math.round((this.t + TICK_S) * 1e6) / 1e6;
+      let sent = 0;
+      for (let k = 0; k < perTick; k += 1) {
+        const s = start + k / this.ctl.fps;
+        const p = this.train !== null ? this.train[0] : this.ctl.current;
+        if (this.train !== null) this.train = this.train[1] > 1 ? [this.train[0], this.train[1] - 1] : null;
+        const n = Math.trunc(p.payloadBytes);
+        this.free = Math.max(this.free, s) + (n * 8) / cap;
+        const net = Math.round(((this.free - s) * 1000 + BASE_MS) * 1000) / 1000;
+        this.flight.push([s + net / 1000, net, n]);
+        this.frames.push([s, p.key, net]);
+        sent += n;
+      }
+      const back = this.flight.filter((f) => f[0] <= this.t);
+      this.flight = this.flight.filter((f) => f[0] > this.t);
+      const o = { t: this.t, sentBytes: sent, deliveredBytes: back.reduce((a, f) => a + f[2], 0),
+        queuedBytes: this.flight.reduce((a, f) => a + f[2], 0), serverMs: SERVER,
+        bufferedBytes: Math.trunc((Math.max(0, this.free - this.t) * cap) / 8) };
+      if (back.length) {
+        o.netMs = Math.max(...back.map((f) => f[1]));
+        o.netMinMs = Math.min(...back.map((f) => f[1]));
+      }
+      const sw = this.ctl.observe(new Observation(o));
+      if (sw !== null) {
+        this.train = sw.frames ? [sw.new, sw.frames] : null;
+        this.decisions.push([this.t, sw.why, sw.new.key, sw.frames]);
+        seen.push(`${sw.why}:${sw.new.key}`);
+      }
+    }
+    return seen;
+  }
 }
 
 const controller = () => new Controller(POINTS, 30.0, new Estimates(DEVICE, ENCODE, SERVER));
 
 test('moves down under a low cap and back up under a high one', () => {
   const ctl = controller();
-  const q = [0.0];
-  let [t] = link(ctl, 20e6, 0.0, 5, q);
+  const net = new Link(ctl);
+  net.run(20e6, 5);
   assert.equal(ctl.current.split, 'stage1'); // fastest on a fast link with this device
-  let seen;
-  [t, seen] = link(ctl, 0.5e6, t, 5, q);
+  let seen = net.run(0.5e6, 5);
   assert.ok(['stage2', 'features'].includes(ctl.current.split) && seen.some((s) => s.startsWith('congested')), seen);
   const low = ctl.current;
-  [t, seen] = link(ctl, 20e6, t, 20, q);
+  seen = net.run(20e6, 20);
   assert.ok(ctl.current.split === 'stage1' && ctl.current.payloadBytes > low.payloadBytes);
-  assert.ok(seen.some((s) => s.startsWith('probe')), seen);
+  assert.ok(seen.some((s) => s.startsWith('probe_ok')), seen);
+});
+
+test('a rise is taken within a second', () => {
+  const ctl = controller();
+  const net = new Link(ctl);
+  net.run(0.5e6, 10);
+  const low = ctl.current;
+  assert.equal(low.split, 'features');
+  const step = net.t;
+  net.run(5e6, 3);
+  const kept = net.decisions.filter(([t, why]) => why === 'probe_ok' && t > step).map(([t]) => t);
+  assert.ok(kept.length && ctl.current.payloadBytes > low.payloadBytes);
+  const bound = 2 * (PROBE_WAIT_S + PROBE_FRAMES / 30.0 + PROBE_JUDGE_S + 2 * TICK_S);
+  assert.ok(kept[0] - step <= bound, String(kept[0] - step));
 });
 
 test('no flapping on a steady link', () => {
   const ctl = controller();
-  const q = [0.0];
-  const [t] = link(ctl, 20e6, 0.0, 3, q);
+  const net = new Link(ctl);
+  net.run(20e6, 3);
   const n = ctl.switches;
-  link(ctl, 20e6, t, 30, q);
+  net.run(20e6, 30);
   assert.equal(ctl.switches, n);
 });
 
 test('a slow receiver is not a congested link', () => {
   const ctl = controller();
-  let [t] = link(ctl, 20e6, 0.0, 3, [0.0]);
+  const net = new Link(ctl);
+  net.run(20e6, 3);
+  let { t } = net;
   const start = ctl.current;
   const n = ctl.switches;
   assert.equal(start.split, 'stage1');
@@ -106,32 +168,33 @@ test('a slow receiver is not a congested link', () => {
     ctl.observe(new Observation({ t, sentBytes: sent,
       deliveredBytes: i % 4 ? Math.floor(sent / 4) : Math.floor((sent * 7) / 4),
       queuedBytes: Math.trunc(5 * start.payloadBytes), rttMs: 3.0, serverMs: SERVER,
-      bufferedBytes: i % 3 ? 0 : Math.floor(sent / 3) }));
+      bufferedBytes: i % 3 ? 0 : Math.floor(sent / 3), netMs: 2.0 + 40.0 * (i % 4 === 0), netMinMs: 2.0 }));
     assert.equal(ctl.est.congested, false);
   }
   assert.ok(ctl.current.equals(start) && ctl.switches === n);
 });
 
-test('a failed probe is short and backs off', () => {
+test('a failed probe costs its train only', () => {
   const ctl = controller();
-  const q = [0.0];
-  let [t] = link(ctl, 0.5e6, 0.0, 5, q);
-  const t0 = t;
-  const trials = [];
-  for (let i = 0; i < Math.trunc(30 / TICK_S); i += 1) {
-    let seen;
-    [t, seen] = link(ctl, 0.5e6, t, TICK_S, q);
-    for (const s of seen) trials.push([t, s]);
-  }
-  const probes = trials.filter(([, s]) => s.startsWith('probe:')).map(([tt]) => tt);
-  const fails = trials.filter(([, s]) => s.startsWith('probe_failed')).map(([tt]) => tt);
-  assert.ok(fails.length, 'a probe beyond a 0.5 Mbit/s link must fail');
-  for (const f of fails) { // each failure ends the trial that started before it, within the trial
+  const net = new Link(ctl);
+  net.run(0.5e6, 5);
+  const low = ctl.current;
+  const t0 = net.t;
+  const n0 = net.frames.length;
+  net.run(0.5e6, 30);
+  const probes = net.decisions.filter(([t, why]) => why === 'probe' && t > t0).map(([t]) => t);
+  const fails = net.decisions.filter(([t, why]) => why === 'probe_failed' && t > t0).map(([t]) => t);
+  assert.ok(probes.length && fails.length === probes.length);
+  assert.ok(!net.decisions.some(([t, why]) => t > t0 && why !== 'probe' && why !== 'probe_failed'));
+  for (const f of fails) { // each failure ends the train that started before it, once its replies were due
     const start = Math.max(...probes.filter((p) => p <= f));
-    assert.ok(f - start <= PROBE_TRIAL_S + TICK_S + 1e-9);
+    assert.ok(f - start <= PROBE_FRAMES / 30.0 + PROBE_JUDGE_S + TICK_S + 1e-9);
   }
-  assert.ok(probes.length <= (30 / PROBE_WAIT_MAX_S) * 2 + 2);
-  assert.ok(ctl.current.bps(30.0) <= 0.5e6 && t - t0 >= 30 - 1e-6);
+  const rung = net.frames.slice(n0).filter((f) => f[1] !== low.key);
+  assert.ok(rung.length <= PROBE_FRAMES * probes.length);
+  assert.ok(ctl.current.equals(low));
+  const calm = net.frames.slice(n0).filter((f) => f[1] === low.key).map((f) => f[2]).sort((x, y) => x - y);
+  assert.ok(calm[Math.floor(calm.length / 2)] <= BASE_MS + ((low.payloadBytes * 8) / 0.5e6) * 1000 + PROBE_EXCESS_MS);
 });
 
 test('pareto drops the points beaten on bytes, device time and accuracy for the same split', () => {

@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 
 import { OperatingPoints } from '../../static/js/runtime/operating.js';
-import { TICK_S } from '../../static/js/sender/adaptive.js';
+import { PROBE_FRAMES, Switch, TICK_S } from '../../static/js/sender/adaptive.js';
 import { Ledger } from '../../static/js/sender/ledger.js';
 import { Pipeline } from '../../static/js/sender/pipeline.js';
 import { build } from '../../static/js/sender/switching.js';
@@ -155,4 +155,67 @@ test('a switch applies between frames: each frame made, labelled and accounted b
   assert.ok(ledger.settledBytes > 0 && ledger.check());
   // the send queue's limit follows the point in use and the capacity
   assert.ok(stream.opts.maxBuffered >= 2 * ad.point.payloadBytes);
+});
+
+test('a probe train: the rung for its frames, then the point in use; replies\' network times reach the controller', async () => {
+  const h = heads();
+  const ad = await build(MANIFEST, OPS, 1.0, 30, { heads: h });
+  const start = ad.point;
+  const rung = ad.controller.points.find((p) => !p.equals(start));
+  const ledger = new Ledger(MANIFEST.classes);
+  const channel = { readyState: 'open', bufferedAmount: 0, sent: [] };
+  let n = 0;
+  const pre = { capture: () => { n += 1; return Float32Array.of(n % 7 / 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0); } };
+  const stream = { ledger, channel, rtt: { last: null, seen: 0 }, opts: { maxBuffered: 1 << 20 }, receiver: null };
+  const p = new Pipeline(pre, null, h, ledger, { split: () => 'never-used', codec: 'float16', frames: 12, fps: 60 });
+  const outlet = { stopping: false, channelForFrame: () => channel, stillOpen: (ch) => ch === channel,
+    send: (ch, m) => ch.sent.push(m.slice()) };
+  // the controller decides a train once, after the third frame; every observation is kept
+  const seen = [];
+  const decide = ad.controller.observe.bind(ad.controller);
+  let forced = false;
+  ad.controller.observe = (o) => {
+    seen.push(o);
+    const sw = decide(o);
+    if (forced) return sw;
+    forced = true;
+    return new Switch(o.t, start, rung, 'probe', {}, {}, PROBE_FRAMES);
+  };
+  let frames = 0;
+  const baseSend = p.send.bind(p);
+  p.send = (o, ch, frame, slot) => {
+    baseSend(o, ch, frame, slot);
+    frames += 1;
+    if (frames === 3) ad.observe(stream, p, 0.1);
+  };
+  p.choice = ad.choice;
+  p.onEncoded = (frame) => ad.onEncoded(frame);
+  await p.run(outlet);
+
+  const r = new Reassembler();
+  const headers = [];
+  for (const m of channel.sent) {
+    const { header, payload } = decodeFrame(m);
+    const { frame } = r.push(header, payload);
+    if (frame) headers.push(frame.header);
+  }
+  const splits = headers.map((x) => x.split);
+  const want = [...Array(12).keys()].map((i) => (i >= 3 && i < 3 + PROBE_FRAMES ? rung.split : start.split));
+  assert.deepEqual(splits, want, 'exactly PROBE_FRAMES frames of the rung, then the point in use');
+  assert.ok(ad.point.equals(start), 'a train leaves the controller\'s point as it is');
+  assert.ok(ledger.check());
+
+  // replies 50 ms after now: their network time is latency less our time to the channel and the receiver's
+  const timing = { decode_ms: 0.1, queue_ms: 0.1, tail_ms: 1, total_ms: 2 };
+  const now = performance.now() + 50;
+  for (const x of headers.slice(-3)) {
+    ledger.onText(JSON.stringify({ type: 'reply', seq: x.seq, capture_ms: x.captureMs, split: x.split, label: 1, name: 'b',
+      probs: [0.5, 0.5], timing }), now);
+  }
+  ad.observe(stream, p, 0.2);
+  const o = seen.at(-1);
+  assert.ok(o.netMs !== null && o.netMinMs !== null && o.netMinMs <= o.netMs, JSON.stringify(o));
+  assert.ok(o.netMinMs >= 48 - 1e-6 && o.netMs < 50 + 5000, `${o.netMinMs} ${o.netMs}`);
+  ad.observe(stream, p, 0.3);
+  assert.equal(seen.at(-1).netMs, null, 'no reply in a tick: no network time');
 });

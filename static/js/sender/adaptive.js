@@ -18,8 +18,9 @@
  * device keeps up with the frame rate. The controller picks the feasible point with the least
  * predicted latency, leaves a point at once when the link is congested (the queue says so),
  * switches to a better one only after `DWELL_S` and for a clear gain (hysteresis), and probes
- * one rung up when the capacity it knows is only a lower bound (nothing queued: the link
- * carried all we sent, and perhaps more).
+ * a rung up when the capacity it knows is only a lower bound (nothing queued: the link carried
+ * all we sent, and perhaps more): a train of a few frames of the rung, kept only when their
+ * replies show no queueing on the path, so a probe that fails costs those few frames.
  * @module adaptive
  */
 
@@ -31,14 +32,21 @@ export const HEADROOM = 1.3;           // a point's stream must fit capacity / H
 export const DEVICE_SHARE = 0.8;       // head + encode must fit this share of the frame period
 export const CONGESTED_MS = 120.0;     // send-queue delay (bufferedAmount / link rate) that means congestion ...
 export const CONGESTED_TICKS = 3;      // ... held this many ticks in a row (a receiver's stall of a tick or two is not the link)
+export const PATH_TICKS = 2;           // every reply over its network floor by CONGESTED_MS / 2 this many ticks: the path queues
 export const DWELL_S = 2.0;            // least time on a point before an improvement switch
 export const GAIN = 0.15;              // an improvement must predict this much less latency ...
 export const GAIN_MS = 0.5;            // ... and at least this many ms
-export const PROBE_WAIT_S = 1.0;       // under-used time before probing a rung up (first try)
-export const PROBE_WAIT_MAX_S = 4.0;   // backoff cap after failed probes
-export const PROBE_TRIAL_S = 0.5;      // a probe's trial: 15 frames at 30 fps, then kept or backed off
+export const PROBE_WAIT_S = 0.3;       // under-used time before a probe train (a rise is taken within about 1 s)
+export const PROBE_FRAMES = 6;         // a probe is a train of this many frames of the rung, then back
+export const PROBE_JUDGE_S = 0.1;      // after the train's frames went out, their replies must be in by then
+export const PROBE_EXCESS_MS = 5.0;    // a train fails if a reply's network time exceeds its floor by more
 export const PROBE_FACTOR = 2.0;       // a rung is chosen if faster at 2, 4, 8 or 16 times the capacity known
-export const PROBE_QUEUE_FRAMES = 2.0; // a trial fails if the queue grows by more than this many rung frames
+export const PROBE_QUEUE_FRAMES = 2.0; // a train fails if the send queue grows by more than this many rung frames
+export const PROBE_BAN_S = 1.0;        // a rung that congested the link is not probed for this long ...
+export const PROBE_BAN_RECENT_S = 5.0; // ... doubled when it congested within this of being kept by a probe ...
+export const PROBE_BAN_MAX_S = 4.0;    // ... up to this
+export const PROBE_JUDGE_MAX_S = 0.3;  // a train frame still unanswered this long after the train's judging: failed
+export const NET_FLOOR_TAU_S = 5.0;    // the network-time floor rises this slowly (falls at once)
 export const RTT_NEAR = 2.0;           // under-used: the newest RTT at most this times its floor ...
 export const RTT_SLACK_MS = 25.0;      // ... plus this (a shared CPU jitters by that much)
 export const WARMUP_S = 1.0;           // no congestion verdict before the rates have this much history
@@ -109,7 +117,10 @@ export class Point {
  * `sentBytes`/`deliveredBytes`: frame bytes handed to the channel / settled by the receiver
  * (reply, drop or error) in the tick; `queuedBytes`: frame bytes sent and not yet settled at
  * `t` (the channel's bufferedAmount is part of them); `rttMs`: the newest ping round trip, if
- * one came; `deviceMs`: head+encode samples per `split/head` and `encodeMs` per
+ * one came; `netMs`/`netMinMs`: the greatest / least network time of the frames answered in
+ * the tick (capture-to-reply latency less the sender's own time to the channel and the
+ * receiver's `total_ms`: queueing anywhere on the path, the tbf's included, shows there even
+ * while our send queue is empty; null: no reply); `deviceMs`: head+encode samples per `split/head` and `encodeMs` per
  * `split/codec`; `serverMs`: receiver `total_ms` per split; `backpressure`: frames dropped
  * because the channel was full; `bufferedBytes`: the data channel's `bufferedAmount` at `t`,
  * the bytes still waiting for the link in the sender's own SCTP queue (null: not measured,
@@ -119,7 +130,7 @@ export class Point {
  */
 export class Observation {
   constructor({ t, sentBytes = 0, deliveredBytes = 0, queuedBytes = 0, rttMs = null, deviceMs = {}, encodeMs = {},
-    serverMs = {}, backpressure = 0, bufferedBytes = null }) {
+    serverMs = {}, backpressure = 0, bufferedBytes = null, netMs = null, netMinMs = null }) {
     this.t = t;
     this.sentBytes = sentBytes;
     this.deliveredBytes = deliveredBytes;
@@ -130,6 +141,8 @@ export class Observation {
     this.serverMs = serverMs;
     this.backpressure = backpressure;
     this.bufferedBytes = bufferedBytes;
+    this.netMs = netMs;
+    this.netMinMs = netMinMs;
   }
 
   /** From the snake_case fields of `tests/vectors/adaptive.json` (Python's Observation(**o)). */
@@ -137,7 +150,7 @@ export class Observation {
     return new Observation({ t: o.t, sentBytes: o.sent_bytes ?? 0, deliveredBytes: o.delivered_bytes ?? 0,
       queuedBytes: o.queued_bytes ?? 0, rttMs: o.rtt_ms ?? null, deviceMs: o.device_ms ?? {},
       encodeMs: o.encode_ms ?? {}, serverMs: o.server_ms ?? {}, backpressure: o.backpressure ?? 0,
-      bufferedBytes: o.buffered_bytes ?? null });
+      bufferedBytes: o.buffered_bytes ?? null, netMs: o.net_ms ?? null, netMinMs: o.net_min_ms ?? null });
   }
 }
 
@@ -166,6 +179,8 @@ export class Estimates {
     this.linkBps = null;          // the same over backlogged ticks only: what the link carries
     this.bufferedBytes = 0;
     this.overTicks = 0;           // consecutive ticks with the send queue beyond CONGESTED_MS
+    this.growTicks = 0;           // consecutive ticks the send queue grew beyond CONGESTED_MS / 2
+    this.pathTicks = 0;           // consecutive reply ticks whose every reply queued CONGESTED_MS / 2 on the path
     this.capacityBps = PRIOR_BPS;
     this.capacityKnown = false;   // measured under congestion (a ceiling), not a prior or floor
     this.rttMs = null;
@@ -175,6 +190,9 @@ export class Estimates {
     this.underused = false;       // no send queue, RTT near its floor: capacity is only a floor
     this.rttFloorMs = null;
     this.rttLastMs = null;        // the newest sample: queue drained or not, it says so now
+    this.netFloorMs = null;       // least network time of a reply (rises slowly)
+    this.netExcessMs = null;      // this tick's greatest network time over that floor
+    this.netQueueMs = null;       // this tick's least over it: the path holds a queue
     this._rttT = null;
     this.t = null;
     this.t0 = null;
@@ -203,12 +221,24 @@ export class Estimates {
     }
     for (const [k, v] of items(o.serverMs)) this.serverMs.set(k, ewma(this.serverMs.get(k), v, b));
     this.queuedBytes = o.queuedBytes;
+    // The path: a reply's network time over its floor is queueing somewhere between us
+    // and the receiver (our send queue or the link's), seen even when ours is empty.
+    if (o.netMinMs !== null && o.netMinMs !== undefined) {
+      const lo = o.netMinMs;
+      const f = this.netFloorMs;
+      this.netFloorMs = f === null || lo < f ? lo : f + (lo - f) * (1.0 - Math.exp(-dt / NET_FLOOR_TAU_S));
+    }
+    this.netExcessMs = o.netMs !== null && o.netMs !== undefined && this.netFloorMs !== null
+      ? o.netMs - this.netFloorMs : null;
+    this.netQueueMs = o.netMinMs !== null && o.netMinMs !== undefined && this.netFloorMs !== null
+      ? o.netMinMs - this.netFloorMs : null;
     // The link: bytes that left our send queue this tick. Over a tick that began with a
     // backlog the link (or SCTP's window over it) was the limit, so that rate is what it
     // carries; otherwise it is only what we offered. Frames past the send queue wait for
     // the receiver, whose time the replies measure (`serverMs`): not the link's.
     const buffered = o.bufferedBytes === null || o.bufferedBytes === undefined ? o.queuedBytes : o.bufferedBytes;
     const drained = (Math.max(0, o.sentBytes + this.bufferedBytes - buffered) * 8.0) / dt;
+    const grew = buffered > this.bufferedBytes;
     this.drainBps = ewma(this.drainBps, drained, a);
     if (this.bufferedBytes > 0 && buffered > 0) {
       this.linkBps = ewma(this.linkBps, drained, a);
@@ -218,16 +248,27 @@ export class Estimates {
     this.queueMs = ((buffered * 8.0) / rate) * 1000.0;
     const warm = o.t - this.t0 >= WARMUP_S;
     this.overTicks = warm && this.queueMs > CONGESTED_MS ? this.overTicks + 1 : 0;
-    this.congested = warm && (this.overTicks >= CONGESTED_TICKS || o.backpressure > 0);
+    // a queue that grows tick after tick is congestion before it is long (a step down)
+    this.growTicks = warm && grew && this.queueMs > CONGESTED_MS / 2 ? this.growTicks + 1 : 0;
+    // the path's own queue (a link buffer SCTP fills before ours): every reply of the tick late
+    if (this.netQueueMs !== null) {
+      this.pathTicks = warm && this.netQueueMs > CONGESTED_MS / 2 ? this.pathTicks + 1 : 0;
+    }
+    const queue = this.overTicks >= CONGESTED_TICKS || this.growTicks >= CONGESTED_TICKS || o.backpressure > 0;
+    this.congested = warm && (queue || this.pathTicks >= PATH_TICKS);
     if (this.congested) {
-      // The link is the bottleneck: what leaves the queue is what it carries.
-      this.capacityBps = Math.max(this.linkBps !== null ? this.linkBps : this.drainBps, 1e3);
+      // The link is the bottleneck: what leaves the queue is what it carries; when only
+      // the path queues, our queue drains at what we offer, and the replies come back at
+      // what the link carries.
+      const carried = this.linkBps !== null ? this.linkBps : this.drainBps;
+      this.capacityBps = Math.max(queue ? carried : Math.min(carried, this.deliveredBps), 1e3);
       this.capacityKnown = true;
     } else if (this.drainBps > this.capacityBps) {
       this.capacityBps = this.drainBps; // it carried more than we thought: a floor
     }
     this.underused = (warm && !this.congested && this.overTicks === 0
-      && this.queueMs <= CONGESTED_MS / 2 && !this.rttRaised());
+      && this.queueMs <= CONGESTED_MS / 2 && !this.rttRaised()
+      && (this.netQueueMs === null || this.netQueueMs <= PROBE_EXCESS_MS));
   }
 
   /**
@@ -280,32 +321,44 @@ export class Estimates {
       capacity_kbps: round(this.capacityBps / 1e3, 1), buffered_bytes: this.bufferedBytes,
       capacity_known: this.capacityKnown, queue_ms: round(this.queueMs, 1),
       queued_bytes: this.queuedBytes, congested: this.congested, underused: this.underused,
-      rtt_ms: this.rttMs !== null ? round(this.rttMs, 2) : null };
+      rtt_ms: this.rttMs !== null ? round(this.rttMs, 2) : null,
+      net_floor_ms: this.netFloorMs !== null ? round(this.netFloorMs, 2) : null,
+      net_excess_ms: this.netExcessMs !== null ? round(this.netExcessMs, 2) : null,
+      net_queue_ms: this.netQueueMs !== null ? round(this.netQueueMs, 2) : null };
   }
 }
 
 /**
- * A decision: from `old` to `new` at `t`, `why` (`congested`, `better`, `probe`,
+ * A decision: from `old` to `new` at `t`, `why` (`congested`, `better`, `probe`, `probe_ok`,
  * `probe_failed`), with the estimates and predictions that caused it.
+ *
+ * `frames` 0: `new` from now on. Otherwise a probe train: the next `frames` frames use `new`,
+ * then the point in use again (`Controller.current`, which a train leaves as it is);
+ * `probe_failed` is then a record (`new` is that point already), `probe_ok` the switch to
+ * the rung.
  */
 export class Switch {
-  constructor(t, old, new_, why, estimates, predictedMs) {
+  constructor(t, old, new_, why, estimates, predictedMs, frames = 0) {
     this.t = t;
     this.old = old;
     this.new = new_;
     this.why = why;
     this.estimates = estimates;
     this.predictedMs = predictedMs;
+    this.frames = frames;
     Object.freeze(this);
   }
 
   asDict() {
     return { t: round(this.t, 3), from: this.old.key, to: this.new.key, why: this.why,
-      estimates: this.estimates, predicted_ms: this.predictedMs };
+      frames: this.frames, estimates: this.estimates, predicted_ms: this.predictedMs };
   }
 }
 
-/** A probe's trial: `rung` tried from `back` at `t`, with the queue and capacity before it. */
+/**
+ * A probe train: `rung` tried from `back` at `t`, with the queue and capacity before it;
+ * `worstMs`: the greatest network time over its floor since; `answered`: a reply came.
+ */
 export class Probe {
   constructor(t, back, rung, bufferedBytes, capacityBps, hypothesisBps) {
     this.t = t;
@@ -314,19 +367,25 @@ export class Probe {
     this.bufferedBytes = bufferedBytes;
     this.capacityBps = capacityBps;
     this.hypothesisBps = hypothesisBps; // the capacity at which the rung was predicted faster
+    this.worstMs = 0.0;
+    this.answered = false;
   }
 }
 
 /**
  * Chooses among `points` at `fps`; `observe(o)` returns a {@link Switch} or null.
  *
- * `current` is the point the next frame uses. Down-switches (congestion) are immediate;
- * up-switches wait `DWELL_S` and need a clear gain. While the link is under-used the
- * capacity known is only a lower bound, so after `probeWait` the controller tries the next
- * larger stream predicted faster at 2..16 times that capacity for `PROBE_TRIAL_S`: kept if
- * the queue did not grow and the RTT held (the capacity the rung supposed is then taken as
- * the floor, until congestion measures a ceiling), else back to where it came from, the
- * capacity measured, and `probeWait` doubled (up to `PROBE_WAIT_MAX_S`).
+ * `current` is the point the frames use. Down-switches (congestion) are immediate; `better`
+ * switches wait `DWELL_S` and need a clear gain. While the link is under-used the capacity
+ * known is only a lower bound, so after `PROBE_WAIT_S` of it the controller sends a train of
+ * `PROBE_FRAMES` frames of the next larger stream predicted faster at 2..16 times that
+ * capacity, then the current point again, and judges the train by its replies: kept
+ * (`probe_ok`, the capacity it supposed taken as the floor until congestion measures a
+ * ceiling) when their network time stayed within `PROBE_EXCESS_MS` of its floor, our send
+ * queue did not grow and all of them were answered within `PROBE_JUDGE_S`; else nothing
+ * changes (`probe_failed`). A failed train costs its few frames' queueing, so probes need no
+ * backoff; a rung kept that congests the link soon after is not probed again for `banS`
+ * (doubled each time, up to `PROBE_BAN_MAX_S`).
  */
 export class Controller {
   /**
@@ -343,9 +402,13 @@ export class Controller {
     this.current = start ?? this._best(this.points);
     this.since = -Infinity;       // when the current point was chosen
     this.calmSince = null;        // under-used since
-    this.probeWait = PROBE_WAIT_S;
     /** @type {Probe|null} */
     this.probing = null;
+    this.keptAt = -Infinity;      // when a probe's rung was last kept
+    this.banBps = Infinity;       // rungs of this stream rate and more are not probed ...
+    this.banUntil = -Infinity;    // ... until then (a rung kept congested the link)
+    this.banS = PROBE_BAN_S;
+    this.congestedBps = 0.0;      // the stream congestion moved us off: rungs below it cannot show a rise
     this.switches = 0;
   }
 
@@ -372,7 +435,14 @@ export class Controller {
     if (this.probing !== null) return this._trial(now, o);
     if (est.congested) {
       this.calmSince = null;
-      if (!est.linkFits(cur, this.fps)) return this._switch(now, this._best(this.points), 'congested');
+      if (!est.linkFits(cur, this.fps)) {
+        // congestion soon after a kept probe: that rung was wrong, and is banned longer each time
+        this.banS = now - this.keptAt < PROBE_BAN_RECENT_S ? Math.min(PROBE_BAN_MAX_S, this.banS * 2) : PROBE_BAN_S;
+        this.banBps = cur.bps(this.fps);
+        this.banUntil = now + this.banS;
+        this.congestedBps = cur.bps(this.fps);
+        return this._switch(now, this._best(this.points), 'congested');
+      }
       return null;
     }
     if (!est.underused) {
@@ -380,62 +450,81 @@ export class Controller {
     } else {
       this.calmSince = this.calmSince === null ? now : this.calmSince;
     }
-    if (now - this.since < DWELL_S) return null;
-    const best = this._best(this.points);
-    if (!best.equals(cur) && est.predictMs(best) < est.predictMs(cur) * (1 - GAIN) - GAIN_MS) {
-      return this._switch(now, best, 'better');
+    if (now - this.since >= DWELL_S) {
+      // a larger stream than the one in use is taken on a measured ceiling, or by a train:
+      // a capacity that is only a floor (a prior, a probe's supposition) is not a licence
+      const pool = est.capacityKnown ? this.points : this.points.filter((p) => p.bps(this.fps) <= cur.bps(this.fps));
+      const best = this._best(pool);
+      if (!best.equals(cur) && est.predictMs(best) < est.predictMs(cur) * (1 - GAIN) - GAIN_MS) {
+        return this._switch(now, best, 'better');
+      }
     }
-    if (this.calmSince !== null && now - Math.max(this.calmSince, this.since) >= this.probeWait) {
-      const found = this._rung(cur);
+    if (this.calmSince !== null && now - Math.max(this.calmSince, this.since) >= PROBE_WAIT_S - 1e-9) {
+      const found = this._rung(cur, now);
       if (found !== null) {
         const [rung, hypothesis] = found;
         this.probing = new Probe(now, cur, rung, est.bufferedBytes, est.capacityBps, hypothesis);
-        est.capacityBps = Math.max(est.capacityBps, rung.bps(this.fps) * HEADROOM);
-        return this._switch(now, rung, 'probe');
+        return this._record(now, cur, rung, 'probe', PROBE_FRAMES);
       }
     }
     return null;
   }
 
   /**
-   * One tick of a probe: fail at once on congestion, queue growth or RTT rise; keep the
-   * rung after `PROBE_TRIAL_S`.
+   * One tick of a probe train: fail at once on congestion, queueing on the path (a reply's
+   * network time over its floor), send-queue growth or RTT rise; once the train's frames were
+   * due back (`PROBE_JUDGE_S` after the last one left), keep the rung if none of that
+   * happened and none of them is still unanswered.
    */
   _trial(now, o) {
     const pr = this.probing;
     const est = this.est;
+    if (est.netExcessMs !== null) {
+      pr.worstMs = Math.max(pr.worstMs, est.netExcessMs);
+      pr.answered = true;
+    }
     const grew = est.bufferedBytes - pr.bufferedBytes > PROBE_QUEUE_FRAMES * pr.rung.payloadBytes;
-    const rttUp = est.rttRaised();
-    if (est.congested || grew || rttUp || o.backpressure) {
-      this.probing = null;
+    let failed = est.congested || grew || est.rttRaised() || o.backpressure > 0 || pr.worstMs > PROBE_EXCESS_MS;
+    if (!failed) {
+      const due = pr.t + PROBE_FRAMES / this.fps + PROBE_JUDGE_S;
+      if (now < due - 1e-9) return null;
+      // due back: more in flight than a frame of the point in use is a train frame the
+      // path still holds; its reply will tell (or its absence, by PROBE_JUDGE_MAX_S)
+      const held = !pr.answered || est.queuedBytes > 1.5 * pr.back.payloadBytes;
+      if (held && now < due + PROBE_JUDGE_MAX_S - 1e-9) return null;
+      failed = held;
+    }
+    this.probing = null;
+    if (failed) {
       this.calmSince = null;
-      this.probeWait = Math.min(PROBE_WAIT_MAX_S, this.probeWait * 2);
-      if (!est.congested) { // the link carried less than the rung: what it delivered is a ceiling
-        const carried = est.linkBps !== null ? est.linkBps : est.drainBps;
-        est.capacityBps = Math.max(1e3, Math.min(pr.capacityBps, Math.max(carried, pr.back.bps(this.fps))));
-      }
-      est.capacityKnown = true;
-      return this._switch(now, pr.back, 'probe_failed');
+      return this._record(now, pr.rung, pr.back, 'probe_failed');
     }
-    if (now - pr.t >= PROBE_TRIAL_S) {
-      this.probing = null;
-      this.probeWait = PROBE_WAIT_S; // the link grew: climb on without the failures' backoff
-      // accepted until congestion says otherwise (which sets the ceiling again)
-      est.capacityBps = Math.max(pr.capacityBps, pr.hypothesisBps, pr.rung.bps(this.fps) * HEADROOM);
-      est.capacityKnown = false; // carried without a queue: a floor, not the ceiling
-    }
-    return null;
+    this.keptAt = now;
+    this.congestedBps = 0.0;
+    // accepted until congestion says otherwise (which sets the ceiling again)
+    est.capacityBps = Math.max(pr.capacityBps, pr.hypothesisBps, pr.rung.bps(this.fps) * HEADROOM);
+    est.capacityKnown = false; // carried without a queue: a floor, not the ceiling
+    return this._switch(now, pr.rung, 'probe_ok');
   }
 
   /**
    * The next rung up and the capacity it supposes: the least of 2, 4, 8 or 16 times the
-   * capacity known at which a larger, device-feasible stream is predicted faster than
-   * `cur`, and the fastest such point at that capacity.
+   * capacity known at which a larger, device-feasible stream (not banned; at least the one
+   * congestion last moved us off, if there is one) is predicted faster than `cur`, and the fastest such point at
+   * that capacity.
    * @returns {[Point, number]|null}
    */
-  _rung(cur) {
+  _rung(cur, now) {
     const limit = cur.bps(this.fps);
-    const up = this.points.filter((p) => p.bps(this.fps) > limit && this.est.deviceFits(p, this.fps));
+    const banned = now < this.banUntil ? this.banBps : Infinity;
+    let up = this.points.filter((p) => limit < p.bps(this.fps) && p.bps(this.fps) < banned
+      && this.est.deviceFits(p, this.fps));
+    // after congestion moved us off a stream, only a rung at least that large shows that
+    // the link rose: a train of a smaller one passes a link's bucket whether it rose or not
+    // (the ceiling congestion measured is too rough to tell: SCTP's losses make it read low)
+    if (this.points.some((p) => p.bps(this.fps) >= this.congestedBps && this.est.deviceFits(p, this.fps))) {
+      up = up.filter((p) => p.bps(this.fps) >= this.congestedBps); // none while those are banned
+    }
     const cap = this.est.capacityBps;
     try {
       for (let k = 1; k < 5; k += 1) {
@@ -454,14 +543,19 @@ export class Controller {
     }
   }
 
+  /** A probe's decision: `current` stays as it is. */
+  _record(now, old, new_, why, frames = 0) {
+    const pred = {};
+    for (const p of [old, new_]) pred[p.key] = round(this.est.predictMs(p), 3);
+    this.switches += 1;
+    return new Switch(now, old, new_, why, this.est.asDict(), pred, frames);
+  }
+
   _switch(now, new_, why) {
     if (new_.equals(this.current)) return null;
-    const pred = {};
-    for (const p of [this.current, new_]) pred[p.key] = round(this.est.predictMs(p), 3);
-    const sw = new Switch(now, this.current, new_, why, this.est.asDict(), pred);
+    const sw = this._record(now, this.current, new_, why);
     this.current = new_;
     this.since = now;
-    this.switches += 1;
     return sw;
   }
 }

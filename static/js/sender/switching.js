@@ -5,9 +5,12 @@
  * `sender/adaptive.js` decides (pure logic); this module gives it what the stream measured
  * each `TICK_S` (bytes sent and settled from the ledger, the data channel's
  * `bufferedAmount`: the send queue whose drain is the link's rate, the newest ping RTT,
- * head, encode and receiver times) and applies what it decides: the pipeline's `choice` is
- * replaced in one assignment, read once per frame before its head runs, so every frame is
- * made and labelled by one point and a switch loses nothing (the receiver holds every tail).
+ * head, encode and receiver times, and the network time of the frames answered: their
+ * latency less our time to the channel and the receiver's, read from the ledger's records)
+ * and applies what it decides: the pipeline's `choice` is replaced in one assignment, read
+ * once per frame before its head runs, so every frame is made and labelled by one point and
+ * a switch loses nothing (the receiver holds every tail). A probe train is the rung for its
+ * frames (counted here as they go out), then the controller's point again.
  * Every switch is logged with its estimates, counted, and kept (the last `KEEP_SWITCHES`)
  * for the summary; the page's app stats carry the point in use.
  * @module switching
@@ -19,6 +22,7 @@ import { profile } from './profile.js';
 export const KEEP_SWITCHES = 1000;
 export const QUEUE_TARGET_S = 0.15;   // backpressure limit: this much of the estimated capacity ...
 export const MIN_FRAMES_BUFFERED = 2; // ... but never under two frames of the point in use
+const SENT_SLOTS = 256;               // frames in flight whose time to the channel is kept (8 s at 30 fps)
 
 /** One cost sample into `acc` (key -> [sum, n]), emptied at each tick. */
 function addSample(acc, key, ms) {
@@ -53,6 +57,13 @@ export class Adaptive {
     this._marks = [0, 0]; // settled bytes, backpressure drops at the last tick
     this._rttSeen = 0;
     this._timer = null;
+    this._pipeline = null;
+    this._train = null;   // a probe train: {point, left} frames of it still to go
+    this._hooked = null;  // the ledger whose records feed the network times
+    this._slotSeq = new Float64Array(SENT_SLOTS).fill(-1);
+    this._toChannelMs = new Float64Array(SENT_SLOTS); // capture to the channel, per seq slot
+    this._netLo = Infinity; // least / greatest network time of the replies since the last tick
+    this._netHi = -Infinity;
   }
 
   /** @returns {Point} */
@@ -60,11 +71,44 @@ export class Adaptive {
 
   get choice() { return this.choices.get(this.controller.current.key); }
 
-  /** A frame went out: its head and encode times refresh the profile. */
-  onEncoded(frame) {
+  /**
+   * A frame went out: its head and encode times refresh the profile; the last frame of a
+   * probe train hands the pipeline back to the point in use.
+   */
+  onEncoded(frame, nowMs = performance.now()) {
     for (const m of frame.messages) this._sent += m.byteLength;
     addSample(this._dev, `${frame.split}/${frame.head}`, frame.headMs);
     addSample(this._enc, `${frame.split}/${frame.codec}`, frame.encodeMs);
+    const slot = frame.seq % SENT_SLOTS;
+    this._slotSeq[slot] = frame.seq;
+    this._toChannelMs[slot] = nowMs - frame.captureMs;
+    const train = this._train;
+    if (train !== null && train.point.split === frame.split && train.point.codec === frame.codec
+      && train.point.head === frame.head) {
+      train.left -= 1;
+      if (train.left <= 0) {
+        this._train = null;
+        if (this._pipeline !== null) this._pipeline.choice = this.choice;
+      }
+    }
+  }
+
+  /** A settled frame's record (the ledger's): a reply's network time, for the next tick. */
+  onRecord(r) {
+    if (r.latency_ms === undefined || !r.receiver) return;
+    const slot = r.seq % SENT_SLOTS;
+    if (this._slotSeq[slot] !== r.seq) return; // not one of ours, or too long ago
+    const net = r.latency_ms - r.receiver.total_ms - this._toChannelMs[slot];
+    if (net < this._netLo) this._netLo = net;
+    if (net > this._netHi) this._netHi = net;
+  }
+
+  /** Read the ledger's records (and pass them on to whoever read them before). */
+  _hook(led) {
+    if (this._hooked === led) return;
+    const before = led.onRecord;
+    led.onRecord = (r) => { this.onRecord(r); if (before) before(r); };
+    this._hooked = led;
   }
 
   /**
@@ -75,6 +119,8 @@ export class Adaptive {
    */
   observe(stream, pipeline, now) {
     const led = stream.ledger;
+    this._hook(led);
+    this._pipeline = pipeline;
     const settled = led.settledBytes;
     const bp = led.droppedSender.get('backpressure');
     let rtt = null;
@@ -86,9 +132,15 @@ export class Adaptive {
     const server = mean(led.serverMs);
     led.serverMs.clear();
     const dc = stream.channel;
+    const answered = this._netHi >= this._netLo;
+    const netMs = answered ? this._netHi : null;
+    const netMinMs = answered ? this._netLo : null;
+    this._netLo = Infinity;
+    this._netHi = -Infinity;
     const o = new Observation({ t: now, sentBytes: this._sent, deliveredBytes: settled - this._marks[0],
       queuedBytes: led.inFlightBytes, rttMs: rtt, deviceMs: mean(this._dev), encodeMs: mean(this._enc),
-      serverMs: server, backpressure: bp - this._marks[1], bufferedBytes: dc !== null ? dc.bufferedAmount : 0 });
+      serverMs: server, backpressure: bp - this._marks[1], bufferedBytes: dc !== null ? dc.bufferedAmount : 0,
+      netMs, netMinMs });
     this._sent = 0;
     this._marks = [settled, bp];
     this._dev.clear();
@@ -99,13 +151,19 @@ export class Adaptive {
     stream.opts.maxBuffered = Math.trunc(Math.max(MIN_FRAMES_BUFFERED * cur.payloadBytes,
       (est.capacityBps / 8) * QUEUE_TARGET_S));
     if (sw !== null) {
+      // a train: the rung for its frames (`onEncoded` counts them), then `current` again
       pipeline.choice = this.choices.get(sw.new.key);
+      this._train = sw.frames ? { point: sw.new, left: sw.frames } : null;
       const record = { ...sw.asDict(), wall: Math.round(Date.now()) / 1000, after_frame: led.sent };
       this.history.push(record);
       if (this.history.length > KEEP_SWITCHES) this.history.shift();
-      console.warn(`switch ${sw.old.key} -> ${sw.new.key} (${sw.why}): capacity ${(est.capacityBps / 1e3).toFixed(0)} ` +
+      // trains come every fraction of a second while a link stays below the next rung: not warnings
+      const say = sw.why === 'probe' || sw.why === 'probe_failed' ? console.info : console.warn;
+      say(`switch ${sw.old.key} -> ${sw.new.key} (${sw.why}${sw.frames ? `, ${sw.frames} frames` : ''}): ` +
+        `capacity ${(est.capacityBps / 1e3).toFixed(0)} ` +
         `kbit/s${est.capacityKnown ? '' : ' (not yet a ceiling)'}, delivered ${(est.deliveredBps / 1e3).toFixed(0)} ` +
-        `kbit/s, queue ${est.queueMs.toFixed(0)} ms, predicted ${JSON.stringify(sw.predictedMs)}, ` +
+        `kbit/s, queue ${est.queueMs.toFixed(0)} ms, path queueing ` +
+        `${est.netExcessMs === null ? '-' : est.netExcessMs.toFixed(1)} ms, predicted ${JSON.stringify(sw.predictedMs)}, ` +
         `receiver ${stream.receiver?.name || stream.receiver?.id || '-'}`);
     }
     return sw;
@@ -119,6 +177,8 @@ export class Adaptive {
     this.stop();
     pipeline.choice = this.choice;
     pipeline.onEncoded = (frame) => this.onEncoded(frame);
+    this._pipeline = pipeline;
+    if (stream.ledger) this._hook(stream.ledger);
     this._timer = setInterval(() => {
       if (stream.ledger) this.observe(stream, pipeline, clock());
     }, TICK_S * 1000);
