@@ -48,7 +48,7 @@ train: $(VENV)/.train ## train SplitNet on CIFAR-10 (CPU, ~40 min), export, cali
 	$(PY) -m training.calibrate
 	$(PY) -m training.quantize
 
-privacy: $(VENV)/.train ## inversion attacks at every split x codec x head (~30 min on 2 cores): results/privacy.*
+privacy: $(VENV)/.train ## inversion attacks at every split x codec x head (~35 min on 2 cores): results/privacy.*
 	$(PY) -m training.privacy
 
 DEFEND_ARGS ?= --channels 32 --size 4 --epochs 12 --nopeek 1.0 --kd 1.0 --tail-lr 0.1
