@@ -207,9 +207,11 @@ def test_healthz_and_models_are_gated(tmp_path: Path) -> None:
         status, headers, body = http(f"{url}/models/{head}", {"Authorization": f"Bearer {sender}"})
         assert status == 200 and body == (ROOT / "models" / head).read_bytes()
         assert http(f"{url}/models/manifest.json?token={tok('lab', 'receiver')}")[0] == 200
-        # training outputs are not served, even to a member
+        # training outputs are not served, even to a member; the operating points (the sender
+        # page's adaptive candidates) are, to members only
         assert http(f"{url}/models/splitnet.onnx?token={sender}")[0] == 404
-        assert http(f"{url}/models/operating_points.json?token={sender}")[0] == 404
+        assert http(f"{url}/models/operating_points.json")[0] == 401
+        assert http(f"{url}/models/operating_points.json?token={sender}")[0] == 200
         # the page served with ?token= sets the cookie its own model fetches then carry
         status, headers, _ = http(f"{url}/sender?room=lab&token={sender}")
         cookie = headers.get("Set-Cookie", "")

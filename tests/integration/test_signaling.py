@@ -391,9 +391,10 @@ def test_pages_files_and_mime_types(repo: Path) -> None:
         ("/vendor/socket.io/socket.io.esm.min.js", 200, "text/javascript", None),
         ("/models/manifest.json", 200, "application/json", MANIFEST),
         ("/models/head.onnx", 200, "application/octet-stream", "ONNX"),
+        # the sender page's adaptive candidates and each point's leakage
+        ("/models/operating_points.json", 200, "application/json", "{}"),
         # only what a page needs: not the full model, not other files of models/
         ("/models/splitnet.onnx", 404, "text/plain", None),
-        ("/models/operating_points.json", 404, "text/plain", None),
     ]
 
     async def scenario() -> None:
