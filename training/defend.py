@@ -100,23 +100,8 @@ def distance_correlation(x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
 
 
 def load_onnx(path: Path) -> OnnxModule:
-    """An ONNX graph as a frozen torch module; tails end in a Gemm, which the attack's
-    interpreter (heads only) does not know: y = x W^T + b."""
-    saved = OnnxModule.SUPPORTED
-    OnnxModule.SUPPORTED = saved | {"Gemm"}
-    try:
-        module = OnnxModule(path)
-    finally:
-        OnnxModule.SUPPORTED = saved
-    base = module._op
-
-    def op(kind: str, a: list, ins: list[str], at: dict) -> torch.Tensor:
-        if kind == "Gemm":
-            w = a[1].t() if int(at.get("transB", 0)) else a[1]
-            y = a[0] @ w
-            return y + a[2] if len(a) > 2 and a[2] is not None else y
-        return base(kind, a, ins, at)
-    module._op = op  # type: ignore[method-assign,assignment]
+    """An ONNX graph (a shipped head, tail or full model) as a frozen torch module."""
+    module = OnnxModule(path)
     for b in module.buffers():
         b.requires_grad_(False)
     return module.eval()
@@ -282,35 +267,16 @@ def export(ckpt: Path, manifest_path: Path) -> dict:
     manifest entry added or replaced. Calibrate and quantize it after (see ``main``)."""
     import onnx
 
-    from splitcore.offline import batchable, onnxcut
     from training.calibrate import load_raw, write_raw
-    from training.export import INPUT, OUTPUT, file_entry
+    from training.export import export_full, file_entry, rename_tensors, split_entry
     state = torch.load(ckpt, map_location="cpu", weights_only=False)
     m = Manifest.load(manifest_path)
-    net = Defended(m, state)
-    import io
-    buf = io.BytesIO()
-    torch.onnx.export(net, torch.zeros(1, 3, 32, 32), buf, input_names=[INPUT], output_names=[OUTPUT],
-                      opset_version=17, dynamo=False)
-    full = onnx.load_from_string(buf.getvalue())
+    full = export_full(Defended(m, state))
     # the boundary: the bottleneck's last node, renamed to the split id
-    last = [n for n in full.graph.node if n.name.startswith("/bottleneck/")][-1]
-    old = last.output[0]
-    for node in full.graph.node:
-        node.input[:] = [SPLIT_ID if t == old else t for t in node.input]
-        node.output[:] = [SPLIT_ID if t == old else t for t in node.output]
+    rename_tensors(full, {[n for n in full.graph.node if n.name.startswith("/bottleneck/")][-1].output[0]: SPLIT_ID})
     onnx.checker.check_model(full)
-    head, tail = onnxcut.cut(full, SPLIT_ID)
-    tail = batchable.batchable(tail)
-    batchable.check(tail.SerializeToString(), f"{SPLIT_ID} tail")
-    point = next(c for c in onnxcut.candidate_cuts(full) if c.name == SPLIT_ID)
-    if point.shape is None:
-        raise RuntimeError(f"cut {SPLIT_ID} has no static shape")
     out, name = manifest_path.parent, "splitnet"
-    entry = {"id": SPLIT_ID, "tensor": SPLIT_ID, "shape": list(point.shape), "dtype": "float32",
-             "bytes": point.float32_bytes,
-             "head": file_entry(head, out / f"{name}.{SPLIT_ID}.head.onnx"),
-             "tail": file_entry(tail, out / f"{name}.{SPLIT_ID}.tail.onnx"),
+    entry = {**split_entry(full, SPLIT_ID, out, name),
              "full": file_entry(full, out / f"{name}.{SPLIT_ID}.onnx"),
              "defence": {k: v for k, v in state["report"].items() if k != "history"}}
     raw = load_raw(manifest_path)

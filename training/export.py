@@ -49,7 +49,7 @@ def fold_logit_scale(model: SplitNet) -> SplitNet:
     return model
 
 
-def export_full(model: SplitNet) -> onnx.ModelProto:
+def export_full(model: torch.nn.Module) -> onnx.ModelProto:
     buf = io.BytesIO()
     torch.onnx.export(model, torch.zeros(1, 3, 32, 32), buf, input_names=[INPUT],
                       output_names=[OUTPUT], opset_version=17, dynamo=False)
@@ -64,6 +64,10 @@ def name_boundaries(model: onnx.ModelProto) -> None:
         nodes = [n for n in model.graph.node if n.name.startswith(scope) and op in (None, n.op_type)]
         node = nodes[-1] if op is None else nodes[0]
         renames[node.output[0]] = split_id
+    rename_tensors(model, renames)
+
+
+def rename_tensors(model: onnx.ModelProto, renames: dict[str, str]) -> None:
     for node in model.graph.node:
         node.input[:] = [renames.get(t, t) for t in node.input]
         node.output[:] = [renames.get(t, t) for t in node.output]
@@ -78,6 +82,21 @@ def file_entry(model: onnx.ModelProto, path: Path) -> dict:
     cost = onnxcut.cost(model)
     return {"file": path.name, "sha256": sha256(path), "bytes": path.stat().st_size,
             "params": cost.params, "macs": cost.macs}
+
+
+def split_entry(full: onnx.ModelProto, split_id: str, out: Path, name: str) -> dict:
+    """Cut ``full`` at the tensor ``split_id``, make the tail batchable (checked), write both
+    files under ``out`` and return the split's manifest entry."""
+    head, tail = onnxcut.cut(full, split_id)
+    tail = batchable.batchable(tail)
+    batchable.check(tail.SerializeToString(), f"{split_id} tail")
+    point = next(c for c in onnxcut.candidate_cuts(full) if c.name == split_id)
+    if point.shape is None:
+        raise RuntimeError(f"cut {split_id} has no static shape")
+    return {"id": split_id, "tensor": split_id, "shape": list(point.shape), "dtype": "float32",
+            "bytes": point.float32_bytes,
+            "head": file_entry(head, out / f"{name}.{split_id}.head.onnx"),
+            "tail": file_entry(tail, out / f"{name}.{split_id}.tail.onnx")}
 
 
 def export(ckpt: Path, out: Path, name: str = "splitnet") -> dict:
@@ -97,18 +116,7 @@ def export(ckpt: Path, out: Path, name: str = "splitnet") -> dict:
         "splits": [],
     }
     for split_id in BOUNDARIES:
-        head, tail = onnxcut.cut(full, split_id)
-        tail = batchable.batchable(tail)
-        batchable.check(tail.SerializeToString(), f"{split_id} tail")
-        point = next(c for c in onnxcut.candidate_cuts(full) if c.name == split_id)
-        if point.shape is None:
-            raise RuntimeError(f"cut {split_id} has no static shape")
-        manifest["splits"].append({
-            "id": split_id, "tensor": split_id, "shape": list(point.shape), "dtype": "float32",
-            "bytes": point.float32_bytes,
-            "head": file_entry(head, out / f"{name}.{split_id}.head.onnx"),
-            "tail": file_entry(tail, out / f"{name}.{split_id}.tail.onnx"),
-        })
+        manifest["splits"].append(split_entry(full, split_id, out, name))
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
 

@@ -5,7 +5,8 @@ so the white-box attacker takes the head's weights where a real one would: from 
 file the device runs. This module interprets that graph with torch ops, reading every
 weight from the file's initializers (nothing is re-fitted), for the op set the exporter and
 ``training.quantize`` produce: Conv, BatchNormalization, MaxPool, Relu, Add, Sub, Mul,
-Flatten, Identity, and the INT8 heads' QuantizeLinear/DequantizeLinear. Quantisation is
+Flatten, Identity, Gemm (the tails' classifier: ``training.defend`` runs tails too), and the
+INT8 heads' QuantizeLinear/DequantizeLinear. Quantisation is
 simulated in float with a straight-through gradient (round half to even, as ONNX says,
 saturated to the zero point's type), so the INT8 head is attacked as the INT8 head, not as
 its float32 parent. ``tests/unit/test_privacy_pipeline.py`` checks it against ONNX Runtime.
@@ -49,7 +50,7 @@ class OnnxModule(nn.Module):
     """Runs an ONNX graph of the ops above; inputs NCHW float32, any batch size."""
 
     SUPPORTED = {"Conv", "BatchNormalization", "MaxPool", "Relu", "Add", "Sub", "Mul", "Flatten",
-                 "Identity", "QuantizeLinear", "DequantizeLinear"}
+                 "Identity", "Gemm", "QuantizeLinear", "DequantizeLinear"}
 
     def __init__(self, path: str | Path) -> None:
         super().__init__()
@@ -113,6 +114,9 @@ class OnnxModule(nn.Module):
             return torch.flatten(a[0], int(at.get("axis", 1)))
         if op == "Identity":
             return a[0]
+        if op == "Gemm":  # y = x W^T + b, as the exporter writes a Linear
+            y = a[0] @ (a[1].t() if int(at.get("transB", 0)) else a[1])
+            return y + a[2] if len(a) > 2 and a[2] is not None else y
         axis = int(at.get("axis", 1))
         x, scale = a[0], _per_axis(a[1], a[0], axis)
         zp = _per_axis(a[2], a[0], axis) if len(a) > 2 and a[2] is not None else torch.zeros(())
