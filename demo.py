@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         except ChildError as exc:
             print(f"{PROG}: the server {exc}; see its output above", file=sys.stderr)
             return cli.EXIT_FAILED
-        procs["receiver"] = spawn(receiver_args(url, args.room), die_with_parent=True)
+        procs["receiver"] = spawn(receiver_args(url, args.room, workers="auto"), die_with_parent=True)
         procs["sender"] = spawn(sender_args(url, args.room, "--split", args.split, *source), die_with_parent=True)
         print(f"\n  SplitRTC is running. Dashboard: {url}/dashboard?room={args.room}\n"
               f"  Browser pages: {url}/   (Ctrl-C stops everything)\n", flush=True)

@@ -10,9 +10,10 @@ seconds is taken for gone and its session closed. Offers that do not become a da
 within --offer-timeout seconds are torn down. A sender whose malformed messages outrun
 --malformed-rate (after a burst of --malformed-burst) is disconnected.
 
-With --workers N (auto: one per core) the senders are served by N worker processes,
-each with its own event loop, peer connections and tails; the room still sees one receiver
-(see receiver/pool.py). --workers 1 is a single process, as before.
+By default (--workers auto) the senders are served by one worker process per core this
+process may use, each with its own event loop, peer connections and tails; the room (or the
+pool, with --pool) still sees one receiver (see receiver/pool.py). --workers 1 is a single
+process with no workers: what a one-core device or a test wants.
 
 Within a process, frames of the same split that are ready together run as one tail job of
 at most --max-batch frames (see receiver/engine.py).
@@ -57,9 +58,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--manifest", default=None, help="models/manifest.json of the models to serve")
     p.add_argument("--threads", type=cli.positive(int, "ONNX Runtime threads per tail"), default=1,
                    help="ONNX Runtime threads per tail (default 1)")
-    p.add_argument("--workers", type=_workers, default=1, metavar="N|auto",
-                   help="worker processes serving the senders; auto: one per core this process may use "
-                        "(default 1: this process alone, as before)")
+    p.add_argument("--workers", type=_workers, default=None, metavar="N|auto",
+                   help="worker processes serving the senders (default auto: one per core this process may "
+                        "use; 1: this process alone, no workers)")
     p.add_argument("--max-batch", type=cli.positive(int, "frames"), default=MAX_BATCH,
                    help="frames of one split in one tail job (default %(default)s)")
     p.add_argument("--summary", action="store_true", help="print per-sender counters as JSON at exit")
@@ -164,8 +165,8 @@ async def _until_stopped(coro: Coroutine[Any, Any, None], stop: asyncio.Event) -
 async def run_pool(args: argparse.Namespace, argv: list[str]) -> ReceiverPool:
     """The parent of ``--workers N``: workers started, room joined, until a signal."""
     Manifest.load(args.manifest)  # a bad manifest is said once, here, not by every worker
-    pool = ReceiverPool(args.server, args.room, args.name, args.workers, worker_argv(argv),
-                        credentials_from(args))
+    pool = ReceiverPool(args.server, args.pool or args.room, args.name, args.workers, worker_argv(argv),
+                        credentials_from(args), pool=args.pool is not None)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -203,9 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     cli.setup_logging(args.log_level)
     if args.workers is None:
-        args.workers = 1 if args.pool else default_workers()
-    if args.pool and args.workers > 1:  # the workers' parent does not register in pools (yet)
-        return cli.fail("receiver", "--pool takes --workers 1 for now: run one receiver process per core in the pool")
+        args.workers = default_workers()
     if args.workers > 1:
         try:
             pool = run_with_loop(run_pool(args, argv), args.event_loop)

@@ -8,6 +8,10 @@ too); a sender's new offer goes to the worker that holds its session. The chosen
 (DTLS, SCTP, decode, tail) runs on that worker's own event loop and core; the parent only
 relays the answer and the sender's candidates, and adds up the workers' stats once a second.
 
+With ``--pool NAME`` the parent registers in the pool as one receiver whose reported load is
+its workers' added up, with ``workers: N``: the server compares receivers per worker
+(``signaling.pool``), so a pool can mix receivers of one worker and of many.
+
 Why the parent assigns, rather than every worker joining as its own receiver: senders (the
 Python one and the browser page) offer to the first receiver in the room, so N receivers in
 a room would all serve the first one's senders; offers routed by the parent are spread
@@ -83,11 +87,13 @@ def default_workers() -> int:
 
 class ReceiverPool:
     def __init__(self, server: str, room: str, name: str, workers: int, worker_argv: list[str],
-                 credentials: Credentials | None = None) -> None:
+                 credentials: Credentials | None = None, pool: bool = False) -> None:
+        """``pool``: ``room`` names a receiver pool; the server assigns senders by the load the
+        parent reports, the workers' added up with ``workers`` saying how many share it."""
         if workers < 1:
             raise ValueError(f"--workers must be at least 1, got {workers}")
         self.n, self.worker_argv = workers, worker_argv
-        self.signaling = SignalingClient(server, room, "receiver", name, credentials=credentials)
+        self.signaling = SignalingClient(server, room, "receiver", name, credentials=credentials, pool=pool)
         self.signaling.on_signal(self._on_signal)
         self.workers: list[Worker | None] = [None] * workers
         self.owner: dict[str, int] = {}   # sender id -> worker index of its newest offer
@@ -322,6 +328,7 @@ class ReceiverPool:
         out["label"], out["split"] = last.get("label", ""), last.get("split", "")
         loads = [a.get("load") or {} for a in apps]
         out["load"] = {k: round(sum(float(x.get(k, 0)) for x in loads), 3) for k in ("streams", "cpu", "queue")}
+        out["load"]["workers"] = max(1, len(apps))   # those that answered: a dead one serves nobody
         out["workers"] = [{k: a.get(k) for k in ("worker", "pid", "senders", "replied", "fps", "batch", "load")}
                           for a in apps]
         out["worker_deaths"] = self.deaths

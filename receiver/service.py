@@ -316,7 +316,8 @@ class Receiver:
         (cpu_then, cpu_before), cpu_now = self._cpu_mark, time.process_time()
         self._cpu_mark = (now, cpu_now)
         cpu = round((cpu_now - cpu_before) / (now - cpu_then), 3) if now > cpu_then else 0.0
-        load = {"streams": len(sessions), "cpu": cpu, "queue": self.engine.queued}  # pool assignment (signaling.pool)
+        load = {"streams": len(sessions), "cpu": cpu, "queue": self.engine.queued,  # pool assignment
+                "workers": 1}  # (signaling.pool)
         return {"senders": len(sessions), **total, "fps": fps, "load": load, "dropped": total["dropped_stale"] +
                 total["dropped_incomplete"], "label": last.last_label if last else "",
                 "split": last.last_split if last else ""}

@@ -6,12 +6,15 @@ registry (``rooms.Registry`` on one node, ``redisdir.RedisDirectory`` across nod
 serves whom; this module holds only the choice, so both use the same rule.
 
 Load is what each receiver reports in its ``stats`` (``app.load``: ``streams``, ``cpu``, the
-fraction of one core its process used over the last second, and ``queue``, frames waiting for
-its tail thread), combined with the assignments the server has made since (a report is up to
-a second old: eight senders joining at once must not all see the same idle receiver). The
-order is: a saturated receiver (cpu >= ``SATURATED_CPU`` or a tail queue of
-``SATURATED_QUEUE`` frames) last, then fewest streams, then least CPU, then shortest queue,
-then the id (a stable tie-break, so tests and operators can predict it).
+cores its processes used over the last second, ``queue``, frames waiting for its tails, and
+``workers``, the worker processes that share them: ``python -m receiver --workers N``),
+combined with the assignments the server has made since (a report is up to a second old:
+eight senders joining at once must not all see the same idle receiver). Every figure is
+compared per worker, so a receiver of four workers takes four times the senders of a
+receiver of one before it counts as busier. The order is: a saturated receiver (per worker,
+cpu >= ``SATURATED_CPU`` or a tail queue of ``SATURATED_QUEUE`` frames) last, then fewest
+streams, then least CPU, then shortest queue, then the id (a stable tie-break, so tests and
+operators can predict it).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from typing import Any
 POOL_PREFIX = "pool/"  # room key of pool NAME: "/" is not allowed in room names, so no clash
 SATURATED_CPU = 0.9
 SATURATED_QUEUE = 8
+MAX_WORKERS = 1024
 
 
 def pool_key(name: str) -> str:
@@ -41,11 +45,12 @@ def pool_name(room: str) -> str:
 
 @dataclass(frozen=True)
 class Load:
-    """One receiver's last report; zeros until its first stats arrive."""
+    """One receiver's last report; zeros (and one worker) until its first stats arrive."""
 
     streams: int = 0
     cpu: float = 0.0
     queue: int = 0
+    workers: int = 1
 
     @classmethod
     def from_app(cls, app: dict[str, Any]) -> Load | None:
@@ -56,10 +61,15 @@ class Load:
             return None
         return cls(streams=_bounded_int(load.get("streams"), 1_000_000),
                    cpu=_bounded_float(load.get("cpu"), 1024.0),
-                   queue=_bounded_int(load.get("queue"), 1_000_000))
+                   queue=_bounded_int(load.get("queue"), 1_000_000),
+                   workers=max(1, _bounded_int(load.get("workers", 1), MAX_WORKERS)))
+
+    @property
+    def saturated(self) -> bool:
+        return self.cpu >= SATURATED_CPU * self.workers or self.queue >= SATURATED_QUEUE * self.workers
 
     def as_dict(self) -> dict[str, Any]:
-        return {"streams": self.streams, "cpu": self.cpu, "queue": self.queue}
+        return {"streams": self.streams, "cpu": self.cpu, "queue": self.queue, "workers": self.workers}
 
 
 @dataclass(frozen=True)
@@ -70,9 +80,10 @@ class Candidate:
     assigned: int          # senders the server has assigned to it
     load: Load = Load()
 
-    def key(self) -> tuple[bool, int, float, int, str]:
-        saturated = self.load.cpu >= SATURATED_CPU or self.load.queue >= SATURATED_QUEUE
-        return (saturated, max(self.assigned, self.load.streams), self.load.cpu, self.load.queue, self.id)
+    def key(self) -> tuple[bool, float, float, float, str]:
+        n = self.load.workers
+        return (self.load.saturated, max(self.assigned, self.load.streams) / n, self.load.cpu / n,
+                self.load.queue / n, self.id)
 
 
 def least_loaded(candidates: Iterable[Candidate], exclude: Iterable[str] = ()) -> str | None:

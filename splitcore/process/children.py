@@ -112,8 +112,10 @@ def server(tmp: Path, *extra: str) -> Iterator[str]:
         yield url
 
 
-def receiver_args(url: str, room: str, *extra: str) -> list[str]:
-    return [PY, "-m", "receiver", "--server", url, "--room", room, *extra]
+def receiver_args(url: str, room: str, *extra: str, workers: str = "1") -> list[str]:
+    """``python -m receiver``; one process unless ``workers`` says otherwise (tests and
+    benchmarks measure one receiver process; ``extra`` may name ``--workers`` again)."""
+    return [PY, "-m", "receiver", "--server", url, "--room", room, "--workers", workers, *extra]
 
 
 def sender_args(url: str, room: str, *extra: str) -> list[str]:

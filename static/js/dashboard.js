@@ -305,7 +305,8 @@ function createPoolRow(id) {
   const tr = document.createElement("tr");
   tr.dataset.receiverId = id;
   const cells = {};
-  for (const [key, cls] of [["name", "name"], ["streams", "num"], ["cpu", "num"], ["queue", "num"], ["senders", "senders"]]) {
+  for (const [key, cls] of [["name", "name"], ["workers", "num"], ["streams", "num"], ["cpu", "num"], ["queue", "num"],
+    ["senders", "senders"]]) {
     const td = document.createElement("td");
     td.dataset.key = key;
     td.className = cls;
@@ -356,9 +357,11 @@ function renderPool() {
     row.swatch.style.background = peer?.color ?? "#c3c8d1";
     setText(row.nameEl, r.name || `receiver ${r.id.slice(0, 6)}`);
     row.badge.hidden = !r.saturated;
+    setText(row.cells.workers, String(r.load.workers));
+    row.cells.workers.dataset.value = String(r.load.workers);
     setText(row.cells.streams, String(r.load.streams));
     row.cells.streams.dataset.value = String(r.load.streams);
-    setText(row.cells.cpu, formatCpu(r.load.cpu));
+    setText(row.cells.cpu, formatCpu(r.load.cpu, r.load.workers));
     row.cells.cpu.dataset.value = String(r.load.cpu);
     setText(row.cells.queue, String(r.load.queue));
     row.cells.queue.dataset.value = String(r.load.queue);

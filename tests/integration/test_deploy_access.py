@@ -258,7 +258,7 @@ def test_takeover_is_refused_while_a_real_session_runs(tmp_path: Path) -> None:
     frames = 90
     sender_token = tok("victim", "sender", name="cam")
     with secured_server(tmp_path) as url, \
-            process([PY, "-m", "receiver", "--server", url, "--room", "victim", "--token",
+            process([PY, "-m", "receiver", "--server", url, "--room", "victim", "--workers", "1", "--token",
                      tok("victim", "receiver", name="real-rx")], tmp_path / "rx.log"):
         env = {**child_env(), "SPLITRTC_TOKEN": sender_token}
         tx = subprocess.Popen([PY, "sender.py", "--server", url, "--room", "victim", "--json", "--quiet",

@@ -152,7 +152,7 @@ def run_case(env: dict, images: np.ndarray, scheme: str) -> dict:
     tx_token = token.mint(SECRET, ROOM + scheme, ["sender"], 600, name_tx)
     rx_ice = json.dumps(turn.ice_servers_for(name_rx, [IceServer((coturn.url("server"),))], TURN_SECRET, 600))
     rx = tn.python(tn.server, ["-m", "receiver", "--server", server_url, "--room", ROOM + scheme, "--name", name_rx,
-                               "--token", rx_token, "--relay-only", "--ice-servers", rx_ice,
+                               "--workers", "1", "--token", rx_token, "--relay-only", "--ice-servers", rx_ice,
                                *(["--ca", str(crt["ca"])] if scheme == "https" else [])], case / "rx.log")
 
     big = np.stack([cv2.resize(im, (64, 64), interpolation=cv2.INTER_NEAREST) for im in images])

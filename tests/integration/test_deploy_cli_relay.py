@@ -65,7 +65,7 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
         common = ["--room", "cli", "--relay-only", "--ca", str(ca)]
         # the receiver brings no ICE list of its own: it takes the server's from its join ack
         # (the relay's server-side url, TURN REST credentials minted by server.py, relay policy)
-        rx = net.python(net.server, ["-m", "receiver", "--server", server_url, "--room", "cli", "--ca", str(ca),
+        rx = net.python(net.server, ["-m", "receiver", "--server", server_url, "--room", "cli", "--workers", "1", "--ca", str(ca),
                                      "--token", rx_token], work / "rx.log")
         tx = net.python(net.device, ["sender.py", "--server", device_url, *common, "--token", tx_token,
                                      "--ice-servers", ice("device", "tx-cli"), "--frames", str(FRAMES),

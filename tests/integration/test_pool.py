@@ -1,8 +1,9 @@
 """A receiver pool across two signaling nodes, as real processes: redis-server, two
-``server.py --redis`` nodes, two ``python -m receiver --pool`` (one on each node) and four
-``sender.py --pool`` joining through either node. Every sender is served, the assignment
-is spread within one stream of even, and when a receiver is killed its senders are served by
-the other (the server reassigns them; the sender's recovery offers to the new one).
+``server.py --redis`` nodes, two ``python -m receiver --pool`` (one on each node: r1 with two
+worker processes, r2 alone) and four ``sender.py --pool`` joining through either node. Every
+sender is served, the assignment is spread within one stream of even per worker, and when a
+receiver is killed its senders are served by the other (the server reassigns them; the
+sender's recovery offers to the new one).
 """
 from __future__ import annotations
 
@@ -40,7 +41,9 @@ def test_pool_spread_and_reassigned_when_a_receiver_dies(tmp_path: Path) -> None
     rport = free_port()
     with redis_server(tmp_path, rport), nodes(tmp_path, rport) as (a, b):
         logs = [open(tmp_path / f"{n}.log", "w") for n in ("r1", "r2")]
-        receivers = [spawn([PY, "-m", "receiver", "--server", url, "--pool", POOL, "--name", name, "--workers", "1"], log)
+        workers = {"r1": 2, "r2": 1}
+        receivers = [spawn([PY, "-m", "receiver", "--server", url, "--pool", POOL, "--name", name,
+                            "--workers", str(workers[name])], log)
                      for url, name, log in ((a, "r1", logs[0]), (b, "r2", logs[1]))]
         senders: list[subprocess.Popen[bytes]] = []
         try:
@@ -54,11 +57,13 @@ def test_pool_spread_and_reassigned_when_a_receiver_dies(tmp_path: Path) -> None
                         cwd=ROOT, stdout=out, stderr=err, env=child_env()))
             wait_for("four senders assigned", lambda: sum(map(len, assignment(b).values())) == 4, receivers + senders)
             before = assignment(a)
-            counts = sorted(len(v) for v in before.values())
-            assert counts[-1] - counts[0] <= 1, before          # spread within one stream of even
+            per_worker = sorted(len(v) / workers[k] for k, v in before.items())
+            assert per_worker[-1] - per_worker[0] <= 1, before   # spread within one stream of even, per worker
             # the receivers report the load the server assigned by: each serves its senders
-            wait_for("every receiver streaming", lambda: all(r["load"]["streams"] == len(r["senders"])
-                                                             for r in healthz(b)["pools"][POOL]), receivers + senders)
+            # (r1's parent adds up its two workers' and says how many they are)
+            wait_for("every receiver streaming", lambda: all(
+                r["load"]["streams"] == len(r["senders"]) and r["load"]["workers"] == workers[r["name"]]
+                for r in healthz(b)["pools"][POOL]), receivers + senders)
             victim = max(before, key=lambda name: len(before[name]))
             moved = before[victim]
             survivor = "r2" if victim == "r1" else "r1"
@@ -103,3 +108,10 @@ def test_least_loaded_order() -> None:
     assert least_loaded([Candidate("x", 0)], exclude={"x"}) is None
     assert Load.from_app({"load": {"streams": -5, "cpu": float("nan"), "queue": True}}) == Load()
     assert Load.from_app({"senders": 2}) is None
+    # compared per worker: 3 streams over 2 workers is less than 2 streams on one
+    two, one = Candidate("two", 3, Load(streams=3, cpu=1.2, workers=2)), Candidate("one", 2, Load(streams=2, cpu=0.7))
+    assert least_loaded([two, one]) == "two"
+    assert not Load(cpu=1.2, queue=12, workers=2).saturated and Load(cpu=1.8, workers=2).saturated
+    assert Load(queue=16, workers=2).saturated and Load(cpu=0.9).saturated
+    assert least_loaded([Candidate("busy", 0, Load(cpu=1.9, workers=2)), Candidate("z", 5)]) == "z"
+    assert Load.from_app({"load": {"workers": 0}}) == Load() and Load.from_app({"load": {"workers": 1e9}}).workers == 1024

@@ -267,11 +267,18 @@ test("PoolModel: receivers with their load and senders; a receiver that leaves d
   let rs = pool.receivers();
   assert.deepEqual(rs.map((r) => r.name), ["r1", "r2"], "by name");
   assert.deepEqual(rs[0].senders.map((s) => s.name), ["cam-1", "cam-2"]);
-  assert.deepEqual(rs[0].load, { streams: 2, cpu: 0.95, queue: 1 });
+  assert.deepEqual(rs[0].load, { streams: 2, cpu: 0.95, queue: 1, workers: 1 }, "one worker when not said");
   assert.equal(rs[0].saturated, true, "cpu >= 0.9");
   assert.equal(rs[1].saturated, false);
   assert.equal(pool.update(poolStats("r2", "r2", { streams: 0, cpu: 0.1, queue: SATURATED_QUEUE }, [])), true);
   assert.equal(pool.receivers()[1].saturated, true, "a long tail queue");
+  // four workers: saturated at four times one worker's limits, as signaling/pool.py judges
+  pool.update(poolStats("r4", "r4", { streams: 9, cpu: 3.0, queue: SATURATED_QUEUE * 3, workers: 4 }, []));
+  assert.equal(pool.byId.get("r4").saturated, false, "3 cores and 24 frames queued over 4 workers");
+  pool.update(poolStats("r4", "r4", { streams: 9, cpu: SATURATED_CPU * 4, queue: 0, workers: 4 }, []));
+  assert.equal(pool.byId.get("r4").saturated, true);
+  pool.remove("r4");
+  assert.equal(formatCpu(1.5, 2), "150% of 2 cores");
   // who waits: senders no receiver lists
   const senders = [{ id: "s1", name: "cam-1" }, { id: "s3", name: "cam-3" }, { id: "s2", name: "cam-2" }];
   assert.deepEqual(pool.waiting(senders).map((s) => s.id), ["s3"], "s3 lost r2 meanwhile");
@@ -295,9 +302,13 @@ test("PoolModel checks what it is sent", () => {
     [...many, null, { id: 7 }, { id: "" }, { id: "ok", name: 5 }]));
   const [r] = pool.receivers();
   assert.equal(r.name.length, 64);
-  assert.deepEqual(r.load, { streams: 0, cpu: 0, queue: 0 });
+  assert.deepEqual(r.load, { streams: 0, cpu: 0, queue: 0, workers: 1 });
   assert.equal(r.senders.length, 4096, "bounded");
   assert.equal(pool.update({ ...poolStats("r2", "r2", null, "nope") }), true);
   assert.deepEqual(pool.receivers().find((x) => x.id === "r2").senders, []);
-  assert.deepEqual(pool.receivers().find((x) => x.id === "r2").load, { streams: 0, cpu: 0, queue: 0 });
+  assert.deepEqual(pool.receivers().find((x) => x.id === "r2").load, { streams: 0, cpu: 0, queue: 0, workers: 1 });
+  pool.update(poolStats("r3", "r3", { workers: 1e9 }, []));
+  assert.equal(pool.byId.get("r3").load.workers, 1024, "workers bounded");
+  pool.update(poolStats("r3", "r3", { workers: -2 }, []));
+  assert.equal(pool.byId.get("r3").load.workers, 1, "at least one worker");
 });

@@ -1,7 +1,9 @@
 /**
  * A receiver pool as a dashboard watching it sees it (docs/signaling.md, "Pools"): every pool
- * receiver's `stats` event carries `pool: {load: {streams, cpu, queue}, senders: [Peer]}`,
- * the load the server assigns by and the senders it has assigned to that receiver. The model
+ * receiver's `stats` event carries `pool: {load: {streams, cpu, queue, workers}, senders: [Peer]}`,
+ * the load the server assigns by and the senders it has assigned to that receiver. A receiver
+ * of N worker processes (`python -m receiver --workers N`) reports its workers' load added up;
+ * it is saturated, as the server judges it, at N times the limits of one. The model
  * keeps the latest of each receiver, drops a receiver that leaves, and says which senders
  * have none. Pure, node-tested.
  *
@@ -17,6 +19,7 @@ export const SATURATED_QUEUE = 8;
 const MAX_RECEIVERS = 1024;
 const MAX_SENDERS = 4096;
 const MAX_NAME = 64;
+const MAX_WORKERS = 1024;
 
 const count = (v) => (typeof v === 'number' && Number.isFinite(v) && v >= 0 ? v : 0);
 
@@ -30,7 +33,7 @@ const byName = (a, b) => a.name.localeCompare(b.name) || a.id.localeCompare(b.id
 
 export class PoolModel {
   constructor() {
-    /** @type {Map<string, {id: string, name: string, load: {streams: number, cpu: number, queue: number},
+    /** @type {Map<string, {id: string, name: string, load: {streams: number, cpu: number, queue: number, workers: number},
      *   saturated: boolean, senders: {id: string, name: string}[], time: number}>} */
     this.byId = new Map();
   }
@@ -46,12 +49,16 @@ export class PoolModel {
     const entry = {
       id: msg.from,
       name: typeof msg.name === 'string' ? msg.name.slice(0, MAX_NAME) : '',
-      load: { streams: Math.floor(count(load.streams)), cpu: count(load.cpu), queue: Math.floor(count(load.queue)) },
+      load: {
+        streams: Math.floor(count(load.streams)), cpu: count(load.cpu), queue: Math.floor(count(load.queue)),
+        workers: Math.max(1, Math.min(MAX_WORKERS, Math.floor(count(load.workers ?? 1)))),
+      },
       saturated: false,
       senders: (Array.isArray(pool.senders) ? pool.senders.slice(0, MAX_SENDERS) : []).map(peerOf).filter(Boolean).sort(byName),
       time: typeof msg.time === 'number' ? msg.time : 0,
     };
-    entry.saturated = entry.load.cpu >= SATURATED_CPU || entry.load.queue >= SATURATED_QUEUE;
+    const n = entry.load.workers;
+    entry.saturated = entry.load.cpu >= SATURATED_CPU * n || entry.load.queue >= SATURATED_QUEUE * n;
     if (!this.byId.has(entry.id) && this.byId.size >= MAX_RECEIVERS) return false;
     this.byId.set(entry.id, entry);
     return true;
@@ -81,6 +88,6 @@ export class PoolModel {
 }
 
 /** "45% of a core" (cpu is the share of one core the receiver's process used, last second). */
-export function formatCpu(cpu) {
-  return `${Math.round(cpu * 100)}% of a core`;
+export function formatCpu(cpu, workers = 1) {
+  return workers > 1 ? `${Math.round(cpu * 100)}% of ${workers} cores` : `${Math.round(cpu * 100)}% of a core`;
 }
