@@ -16,8 +16,9 @@ After ``--warmup`` seconds of streaming, for ``--seconds``, it counts per N: rep
 second, the fraction of frames answered with a label, stale and incomplete drops, errors,
 frames lost (sent, never settled), frames the generator could not send (back-pressure),
 p50/p99 capture-to-reply latency, and for every receiver process (the parent and each
-worker) its CPU (from /proc/PID/stat) and RSS. From these: the receiver's CPU time per frame
-received, and the streams per core that implies (one core / CPU per frame / fps).
+worker) its CPU (from /proc/PID/stat) and RSS, and the generators' CPU. From these: the
+receiver's CPU time per frame received, and the streams per core that implies (one core /
+CPU per frame / fps).
 
 A stream count is "held" when replies a second reach 95% of N x fps and p99 <= 50 ms.
 Writes ``capacity-SPLIT-CODEC-wW.json``, ``.md`` (the table) and ``.png`` under ``--out``.
@@ -327,10 +328,13 @@ def measure(url: str, tmp: Path, args: argparse.Namespace, n: int, frames_file: 
                 p.stdin.flush()
             time.sleep(args.warmup)
             cpu0 = {pid: cpu_s(pid) for pid in pids}
+            gen0 = [cpu_s(p.pid) for p in gens]
             t0 = time.monotonic()
             time.sleep(args.seconds)
             cpu1 = {pid: cpu_s(pid) for pid in pids}
+            gen1 = [cpu_s(p.pid) for p in gens]
             took = time.monotonic() - t0
+            gen_used = [b - a for a, b in zip(gen0, gen1, strict=True) if a is not None and b is not None]
             rss = {pid: rss_mb(pid) for pid in pids}
             results = []
             for p in gens:
@@ -364,6 +368,7 @@ def measure(url: str, tmp: Path, args: argparse.Namespace, n: int, frames_file: 
         "p50_ms": round(p50, 2) if p50 is not None else None, "p99_ms": round(p99, 2) if p99 is not None else None,
         "held": bool(p99 is not None and p99 <= HELD_P99_MS and answered_s >= HELD_FRACTION * n * args.fps),
         "receiver_processes": procs, "receiver_cpu_cores": round(cpu_total / took, 3),
+        "generator_cpu_cores": round(sum(gen_used) / took, 3) if gen_used else None,
         "cpu_ms_per_frame": round(cpu_ms, 4) if cpu_ms else None,
         "implied_streams_per_core": round(1000 / (cpu_ms * args.fps), 1) if cpu_ms else None,
     }
@@ -374,15 +379,15 @@ def measure(url: str, tmp: Path, args: argparse.Namespace, n: int, frames_file: 
 
 def table(points: list[dict[str, Any]]) -> str:
     head = ("| streams | answered/s | labeled | stale | incompl. | lost | backpr. | p50 ms | p99 ms | held | "
-            "receiver CPU (cores, per process) | RSS MB | CPU ms/frame | implied streams/core |")
-    rows = [head, "|" + "---|" * 14]
+            "receiver CPU (cores, per process) | RSS MB | CPU ms/frame | implied streams/core | generator cores |")
+    rows = [head, "|" + "---|" * 15]
     for p in points:
         cpus = ", ".join(f"{q['role']} {q['cpu']}" for q in p["receiver_processes"])
         rss = ", ".join(f"{q['rss_mb']}" for q in p["receiver_processes"])
         rows.append(f"| {p['streams']} | {p['answered_per_s']} | {p['labeled_fraction']:.3f} | {p['stale']} | "
                     f"{p['incomplete']} | {p['lost']} | {p['backpressure']} | {p['p50_ms']} | {p['p99_ms']} | "
                     f"{'yes' if p['held'] else 'no'} | {p['receiver_cpu_cores']} ({cpus}) | {rss} | "
-                    f"{p['cpu_ms_per_frame']} | {p['implied_streams_per_core']} |")
+                    f"{p['cpu_ms_per_frame']} | {p['implied_streams_per_core']} | {p.get('generator_cpu_cores')} |")
     return "\n".join(rows)
 
 

@@ -18,6 +18,7 @@ stdin closes (the parent is gone): sessions closed within ``SHUTDOWN_S`` as a lo
 """
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import logging
@@ -90,8 +91,7 @@ async def _pipes() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     return reader, writer
 
 
-async def run(argv: list[str]) -> int:
-    args = parse(argv)
+async def run(args: argparse.Namespace) -> int:
     index = int(os.environ.get(INDEX_ENV, "0"))
     reader, writer = await _pipes()
     name = f"{args.name}-{index}"
@@ -160,7 +160,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.cpus:
             cpus = sorted(args.cpus)
             pin({cpus[index % len(cpus)]})
-        rc = run_with_loop(run(argv if argv is not None else sys.argv[1:]), args.event_loop)
+        # the arguments parsed before pinning: parsed again after it, --cpus 0-1 would be
+        # refused (this process may now use one of them only)
+        rc = run_with_loop(run(args), args.event_loop)
     except (ModelError, ValueError) as exc:
         return cli.fail("receiver worker", exc)
     # Everything is closed and said: skip the interpreter's teardown (ONNX Runtime's and

@@ -27,3 +27,4 @@ def test_a_tiny_capacity_run_accounts_for_every_frame(tmp_path: Path) -> None:
     assert roles == ["parent", "worker0", "worker1"], roles
     assert all(p["cpu"] is not None and p["rss_mb"] for p in point["receiver_processes"])
     assert point["cpu_ms_per_frame"] > 0
+    assert point["generator_cpu_cores"] > 0   # the generator's own share is measured too

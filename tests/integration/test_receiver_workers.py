@@ -19,6 +19,7 @@ import numpy as np
 
 from receiver.engine import TailEngine
 from splitcore.process.children import child_env
+from splitcore.process.cpus import available, parse_cpus
 from splitcore.runtime.models import Manifest
 from tests.harness import ROOT, receiver_args, sender_args, server
 
@@ -29,10 +30,10 @@ READY = re.compile(r"(\d+) workers ready \(pids ([\d, ]+)\)")
 class Pool:
     """``python -m receiver --workers N --summary`` with its stderr in a file."""
 
-    def __init__(self, tmp: Path, url: str, room: str, workers: int) -> None:
+    def __init__(self, tmp: Path, url: str, room: str, workers: int, *extra: str) -> None:
         self.err, self.out = tmp / f"{room}.receiver.log", tmp / f"{room}.receiver.out"
         with open(self.err, "w") as err, open(self.out, "w") as out:
-            self.proc = subprocess.Popen(receiver_args(url, room, "--workers", str(workers), "--summary"),
+            self.proc = subprocess.Popen(receiver_args(url, room, "--workers", str(workers), "--summary", *extra),
                                          cwd=ROOT, stdout=out, stderr=err, env=child_env())
 
     def log(self) -> str:
@@ -90,11 +91,23 @@ def finish(tmp: Path, room: str, procs: list[subprocess.Popen[bytes]]) -> list[d
     return out
 
 
+def _allowed(pid: int) -> set[int]:
+    """The CPUs /proc says ``pid`` may run on."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Cpus_allowed_list:"):
+            return parse_cpus(line.split(":", 1)[1].strip())
+    return set()
+
+
 def test_two_workers_serve_every_sender_spread_evenly_and_stop_on_ctrl_c(tmp_path: Path) -> None:
+    cpus = sorted(available())[:2]
+    pin = ["--cpus", ",".join(map(str, cpus))] if len(cpus) == 2 else []   # one core each, when there are two
     with server(tmp_path) as url:
-        pool = Pool(tmp_path, url, "spread", 2)
+        pool = Pool(tmp_path, url, "spread", 2, *pin)
         pool.wait_for("workers ready", lambda log: "joined room spread" in log)
         assert len(pool.pids()) == 2
+        if pin:
+            assert sorted(_allowed(pid) for pid in pool.pids()) == [{cpus[0]}, {cpus[1]}], pool.log()[-4000:]
         procs = senders(tmp_path, url, "spread", 4, "--frames", "60", "--split", "features", "--codec", "clip4+zlib")
         results = finish(tmp_path, "spread", procs)
         for r in results:
