@@ -47,6 +47,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.cpuquota import quotas
 from splitcore.process.children import PY, ROOT, child_env, free_port, process, wait_http
 
 FPS = 30.0
@@ -297,7 +298,7 @@ def measure(url: str, tmp: Path, args: argparse.Namespace, n: int, frames_file: 
              "--max-sessions", str(max(64, 2 * n))]
     if args.receiver_cpus:
         rargs += ["--cpus", args.receiver_cpus]
-    with process(rargs, rlog) as rp:
+    with quotas(args.worker_quota) as quota, process(rargs, rlog) as rp:
         wait_text(rlog, f"joined room {room}", rp, 120)
         gens: list[subprocess.Popen[str]] = []
         per = [n // args.generators + (i < n % args.generators) for i in range(args.generators)]
@@ -322,6 +323,9 @@ def measure(url: str, tmp: Path, args: argparse.Namespace, n: int, frames_file: 
             ready = re.search(r"workers ready \(pids ([\d, ]+)\)", rlog.read_text())
             workers = [int(x) for x in ready.group(1).split(",")] if ready else sorted(children_of(rp.pid))
             pids = [rp.pid, *workers]   # the workers in index order
+            if quota is not None:       # each worker (or the lone receiver) its own share of a core
+                for pid in workers if args.workers > 1 else [rp.pid]:
+                    quota.limit(pid)
             for p in gens:
                 assert p.stdin is not None
                 p.stdin.write("go\n")
@@ -335,6 +339,7 @@ def measure(url: str, tmp: Path, args: argparse.Namespace, n: int, frames_file: 
             gen1 = [cpu_s(p.pid) for p in gens]
             took = time.monotonic() - t0
             gen_used = [b - a for a, b in zip(gen0, gen1, strict=True) if a is not None and b is not None]
+            throttled = quota.throttled() if quota is not None else {}
             rss = {pid: rss_mb(pid) for pid in pids}
             results = []
             for p in gens:
@@ -356,6 +361,7 @@ def measure(url: str, tmp: Path, args: argparse.Namespace, n: int, frames_file: 
         size = rss.get(pid)
         procs.append({"role": "parent" if i == 0 and args.workers > 1 else ("receiver" if i == 0 else f"worker{i - 1}"),
                       "pid": pid, "cpu": round(used / took, 3) if used is not None else None,
+                      "throttled_periods": throttled.get(pid),
                       "rss_mb": round(size, 1) if size is not None else None})
     received = tot["replies"] + tot["stale"] + tot["incomplete"] + tot["errors"]
     cpu_ms = 1000 * cpu_total / received if received else None
@@ -430,6 +436,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--full-replies", action="store_true", help="ask for full replies (probs and logits)")
     p.add_argument("--receiver-cpus", default=None, help="--cpus for the receiver (workers take one each)")
     p.add_argument("--generator-cpus", default=None, help="taskset -c list for the generators")
+    p.add_argument("--worker-quota", type=float, default=None, metavar="CORES",
+                   help="limit each receiver worker (or the lone receiver) to this share of a core with a "
+                        "cgroup of its own (root; bench/cpuquota.py): --workers 1 against 2 on a small machine")
     p.add_argument("--out", type=Path, default=ROOT / "results" / "capacity")
     p.add_argument("--tag", default="", help="added to the output file names")
     # the generator child
@@ -465,12 +474,14 @@ def main(argv: list[str] | None = None) -> int:
     result = {"split": args.split, "codec": args.codec, "payload_bytes_mean": round(mean_bytes, 1),
               "workers": args.workers, "generators": args.generators, "fps": args.fps, "seconds": args.seconds,
               "warmup": args.warmup, "compact_replies": not args.full_replies, "cpus": os.cpu_count(),
-              "receiver_cpus": args.receiver_cpus, "generator_cpus": args.generator_cpus, "loadavg_end": loadavg,
+              "receiver_cpus": args.receiver_cpus, "generator_cpus": args.generator_cpus,
+              "worker_quota": args.worker_quota, "loadavg_end": loadavg,
               "points": points}
     (args.out / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
     top = max(points, key=lambda q: q["answered_per_s"])
     text = (f"# Capacity: {args.split} {args.codec} (~{mean_bytes:.0f} B a frame), {args.workers} receiver "
-            f"worker(s), {args.generators} generator(s), {args.seconds:g} s a point\n\n{table(points)}\n\n"
+            f"worker(s){f' of {args.worker_quota:g} core each (cgroup quota)' if args.worker_quota else ''}, "
+            f"{args.generators} generator(s), {args.seconds:g} s a point\n\n{table(points)}\n\n"
             f"At the highest load reached ({top['streams']} streams, {top['answered_per_s']} replies/s) the receiver "
             f"spent {top['cpu_ms_per_frame']} ms CPU a frame received: {top['implied_streams_per_core']} streams "
             f"of {args.fps:g} fps per core. Load average at the end: {' '.join(loadavg)}.\n")
