@@ -421,6 +421,52 @@ def plot(points: list[dict[str, Any]], title: str, path: Path, fps: float) -> No
     plt.close(fig)
 
 
+def label(result: dict[str, Any]) -> str:
+    quota = result.get("worker_quota")
+    w = result["workers"]
+    return f"{w} worker{'s' if w > 1 else ''}" + (f" x {quota:g} core" if quota else "")
+
+
+def compare(files: list[Path], path: Path) -> str:
+    """Several runs' answered/s and p99 against streams in one figure (one line a run, one
+    panel pair a split and codec), and their table: ``--workers 1`` against ``2``."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = [json.loads(f.read_text()) for f in files]
+    kinds = sorted({(r["split"], r["codec"]) for r in runs})
+    fig, axes = plt.subplots(len(kinds), 2, figsize=(11, 3.8 * len(kinds)), squeeze=False)
+    rows = ["| split codec | run | streams held (p99 <= 50 ms, >= 95 % answered) | most answered/s | "
+            "receiver cores there | generator cores there |", "|---|---|---|---|---|---|"]
+    for (split, codec), (a1, a2) in zip(kinds, axes, strict=True):
+        top = 0
+        for f, r in zip(files, runs, strict=True):
+            if (r["split"], r["codec"]) != (split, codec):
+                continue
+            pts = r["points"]
+            n = [p["streams"] for p in pts]
+            top = max(top, *n)
+            tag = f.stem.split(f"-w{r['workers']}", 1)[-1].lstrip("-")   # the run's --tag
+            line, = a1.plot(n, [p["answered_per_s"] for p in pts], "o-", label=label(r) + (f" ({tag})" if tag else ""))
+            a2.plot(n, [p["p99_ms"] for p in pts], "o-", color=line.get_color())
+            held = [p["streams"] for p in pts if p["held"]]
+            best = max(pts, key=lambda p: p["answered_per_s"])
+            rows.append(f"| {split} {codec} | {label(r)} ({f.name}) | {', '.join(map(str, held)) or 'none'} | "
+                        f"{best['answered_per_s']} ({best['streams']} streams) | {best['receiver_cpu_cores']} | "
+                        f"{best.get('generator_cpu_cores')} |")
+        fps = runs[0]["fps"]
+        a1.plot([0, top], [0, top * fps], "k--", lw=0.8, label=f"offered ({fps:g} fps each)")
+        a1.set(xlabel="streams", ylabel="replies per second", title=f"{split} {codec}")
+        a1.legend(fontsize=8)
+        a2.axhline(HELD_P99_MS, color="r", lw=0.8, ls="--")
+        a2.set(xlabel="streams", ylabel="p99 capture to reply, ms (log)", yscale="log", title="p99")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return "\n".join(rows)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.capacity", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -447,7 +493,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--server", default="", help=argparse.SUPPRESS)
     p.add_argument("--room", default="", help=argparse.SUPPRESS)
     p.add_argument("--frames-file", default="", help=argparse.SUPPRESS)
+    p.add_argument("--compare", type=Path, nargs="+", default=None, metavar="JSON",
+                   help="instead of measuring: plot these runs' results side by side (to --out/capacity-compare.png) "
+                        "and print their table")
     args = p.parse_args(argv)
+    if args.compare:
+        args.out.mkdir(parents=True, exist_ok=True)
+        print(compare(args.compare, args.out / f"capacity-compare{('-' + args.tag) if args.tag else ''}.png"))
+        return 0
     if args.generate is not None:
         asyncio.run(generate(args))
         return 0

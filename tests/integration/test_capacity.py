@@ -28,3 +28,6 @@ def test_a_tiny_capacity_run_accounts_for_every_frame(tmp_path: Path) -> None:
     assert all(p["cpu"] is not None and p["rss_mb"] for p in point["receiver_processes"])
     assert point["cpu_ms_per_frame"] > 0
     assert point["generator_cpu_cores"] > 0   # the generator's own share is measured too
+    # the side-by-side view of runs reads what the run wrote
+    assert capacity.main(["--compare", str(tmp_path / f"{name}.json"), "--out", str(tmp_path / "cmp")]) == 0
+    assert (tmp_path / "cmp" / "capacity-compare.png").stat().st_size > 0
