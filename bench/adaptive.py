@@ -40,6 +40,7 @@ def run_policy(policy: str, phase: float, fps: float, work: Path, extra: list[st
     """One run of the rate steps with ``policy`` ("adaptive" or split/codec/head)."""
     work.mkdir(parents=True, exist_ok=True)
     log = work / "frames.jsonl"
+    log.unlink(missing_ok=True)  # a previous run's log would start the phases before this sender streams
     if policy == "adaptive":
         args = ["--split", "adaptive", *extra]
     else:
@@ -50,7 +51,7 @@ def run_policy(policy: str, phase: float, fps: float, work: Path, extra: list[st
         url = f"http://{SERVER_IP}:8080"
         net.spawn(net.server, [PY, "server.py", "--host", SERVER_IP, "--port", "8080"], work / "server.log")
         _wait_http_ns(net, url)
-        net.spawn(net.server, [PY, "-m", "receiver", "--server", url, "--room", "bench"], work / "receiver.log")
+        net.spawn(net.server, [PY, "-m", "receiver", "--server", url, "--room", "bench", "--workers", "1"], work / "receiver.log")
         time.sleep(2.0)
         sender = net.spawn(net.device, [PY, "sender.py", "--server", url, "--room", "bench", "--json", "--quiet",
                                         "--fps", str(fps), "--frames", str(frames), "--log", str(log),

@@ -38,9 +38,9 @@ PATH_TICKS = 2           # every reply over its network floor by CONGESTED_MS / 
 DWELL_S = 2.0            # least time on a point before an improvement switch
 GAIN = 0.15              # an improvement must predict this much less latency ...
 GAIN_MS = 0.5            # ... and at least this many ms
-PROBE_WAIT_S = 0.3       # under-used time before a probe train (a rise is taken within about 1 s)
+PROBE_WAIT_S = 0.2       # under-used time before a probe train (a rise is taken within about 1 s)
 PROBE_FRAMES = 6         # a probe is a train of this many frames of the rung, then back
-PROBE_JUDGE_S = 0.1      # after the train's frames went out, their replies must be in by then
+PROBE_JUDGE_S = 0.05     # after the train's frames went out, their replies must be in by then (the next tick)
 PROBE_EXCESS_MS = 5.0    # a train fails if a reply's network time exceeds its floor by more
 PROBE_FACTOR = 2.0       # a rung is chosen if faster at 2, 4, 8 or 16 times the capacity known
 PROBE_QUEUE_FRAMES = 2.0  # a train fails if the send queue grows by more than this many rung frames
@@ -48,6 +48,7 @@ PROBE_BAN_S = 1.0        # a rung that congested the link is not probed for this
 PROBE_BAN_RECENT_S = 5.0  # ... doubled when it congested within this of being kept by a probe ...
 PROBE_BAN_MAX_S = 4.0    # ... up to this
 PROBE_JUDGE_MAX_S = 0.3  # a train frame still unanswered this long after the train's judging: failed
+TRAIN_GUARD_MS = 4.0     # a train frame is judged this long before the next frame is due (its head reads the choice)
 NET_FLOOR_TAU_S = 5.0    # the network-time floor rises this slowly (falls at once)
 RTT_NEAR = 2.0           # under-used: the newest RTT at most this times its floor ...
 RTT_SLACK_MS = 25.0      # ... plus this (a shared CPU jitters by that much)
@@ -210,7 +211,10 @@ class Estimates:
             self.capacity_known = True
         elif self.drain_bps > self.capacity_bps:
             self.capacity_bps = self.drain_bps  # it carried more than we thought: a floor
-        self.underused = (warm and not self.congested and self.over_ticks == 0
+        # Under-use needs no rate history: the replies' network times say it from the first
+        # one on (a probe's train is judged by them), so a start on a point below the link's
+        # (the device's speed said the late split) is left within a fraction of a second
+        self.underused = ((warm or self.net_floor_ms is not None) and not self.congested and self.over_ticks == 0
                           and self.queue_ms <= CONGESTED_MS / 2 and not self.rtt_raised()
                           and (self.net_queue_ms is None or self.net_queue_ms <= PROBE_EXCESS_MS))
 
@@ -297,6 +301,7 @@ class Probe:
     hypothesis_bps: float   # the capacity at which the rung was predicted faster
     worst_ms: float = 0.0
     answered: bool = False
+    cut: bool = False       # a train frame came back late (``train_check``): its other frames were not sent
 
 
 class Controller:
@@ -370,6 +375,26 @@ class Controller:
                 self.probing = Probe(now, cur, rung, est.buffered_bytes, est.capacity_bps, hypothesis)
                 return self._record(now, cur, rung, "probe", PROBE_FRAMES)
         return None
+
+    def train_check(self, net_ms: float) -> bool:
+        """A train frame judged before the next frame is made (``sender.switching`` asks once
+        per train frame, ``TRAIN_GUARD_MS`` before the next is due): ``net_ms`` is the greatest
+        network time of the replies since the last tick, or, while the frame is unanswered, the
+        least it can be (the time it has been out less the receiver's). Over its floor by
+        ``PROBE_EXCESS_MS``: the path queues, the train has failed, and True says to send no
+        more of its frames (the queue they would join is the latency the point in use pays
+        next); the ``probe_failed`` record comes with the next tick. A tick judges a train
+        only after its reply is in, up to a tick late: by then a train on a link below the
+        rung has sent one or two more frames into the queue."""
+        pr, floor = self.probing, self.est.net_floor_ms
+        if pr is None or floor is None or pr.cut:
+            return False
+        excess = net_ms - floor
+        if excess <= PROBE_EXCESS_MS:
+            return False
+        pr.worst_ms = max(pr.worst_ms, excess)
+        pr.cut = True
+        return True
 
     def _trial(self, now: float, o: Observation) -> Switch | None:
         """One tick of a probe train: fail at once on congestion, queueing on the path (a

@@ -5,8 +5,11 @@
 the send queue whose drain is the link's rate, the newest RTT, head, encode and receiver
 times) and applies what it decides: the pipeline's ``choice`` is replaced in one assignment,
 read once per frame before its head runs, so every frame is made and labelled by one point
-and a switch loses nothing. Every switch is logged with its estimates, counted, and kept (the
-last ``KEEP_SWITCHES``) for the ``--json`` summary; the stats app dict carries the point in use.
+and a switch loses nothing. A probe's train is the rung for its frames, each judged just
+before the next one is made (``Controller.train_check``): on a link below the rung the first
+late reply ends it there, a tick before the controller's verdict. Every switch is logged with
+its estimates, counted, and kept (the last ``KEEP_SWITCHES``) for the ``--json`` summary; the
+stats app dict carries the point in use.
 """
 from __future__ import annotations
 
@@ -23,7 +26,8 @@ from splitcore.process.cli import logger
 from splitcore.runtime.models import Manifest
 from splitcore.runtime.operating import OperatingPoints, _portable
 
-from .adaptive import TICK_S, Controller, Estimates, Observation, Point, Switch, pareto
+from .adaptive import TICK_S, TRAIN_GUARD_MS, Controller, Estimates, Observation, Point, Switch, pareto
+from .ledger import Ledger
 from .pipeline import Choice, Encoded, Pipeline
 from .profile import Profile, profile
 
@@ -56,6 +60,8 @@ class Adaptive:
         self._marks = (0, 0)  # settled bytes, backpressure drops at the last tick
         self._rtt_seen = 0
         self._pipeline: Pipeline | None = None
+        self._ledger: Ledger | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._train: tuple[tuple[str, str, str], int] | None = None  # a probe train: its point, frames left
 
     @property
@@ -68,23 +74,49 @@ class Adaptive:
 
     def on_encoded(self, frame: Encoded) -> None:
         """A frame went out: its head and encode times refresh the profile; the last frame of
-        a probe train hands the pipeline back to the point in use."""
+        a probe train hands the pipeline back to the point in use, the others are judged
+        just before the next frame is made (``_judge_train``)."""
         self._sent += sum(len(m) for m in frame.messages)
         train = self._train
         if train is not None and train[0] == (frame.split, frame.codec, frame.head):
             left = train[1] - 1
-            self._train = (train[0], left) if left > 0 else None
-            if left <= 0 and self._pipeline is not None:
-                self._pipeline.choice = self.choice
+            rest = self._train = (train[0], left) if left > 0 else None
+            if rest is None:
+                if self._pipeline is not None:
+                    self._pipeline.choice = self.choice
+            elif self._loop is not None:
+                due = frame.capture_ms + 1000.0 / self.controller.fps - TRAIN_GUARD_MS
+                self._loop.call_later(max(0.0, due / 1000.0 - time.monotonic()), self._judge_train,
+                                      frame.seq & 0xFFFFFFFF, frame.split)
         for acc, key, ms in ((self._dev, f"{frame.split}/{frame.head}", frame.head_ms),
                              (self._enc, f"{frame.split}/{frame.codec}", frame.encode_ms)):
             a = acc.setdefault(key, [0.0, 0.0])
             a[0] += ms
             a[1] += 1
 
+    def _judge_train(self, seq: int, split: str) -> None:
+        """A train frame, just before the next frame reads the choice: its reply (the
+        greatest network time since the last tick), or while it is unanswered the least its
+        network time can be, to the controller; a late one ends the train here, a tick
+        earlier than the controller's verdict (``Controller.train_check``)."""
+        led = self._ledger
+        if self._train is None or led is None:  # the train ended since (a tick's verdict)
+            return
+        entry = led.in_flight.get(seq)
+        if entry is not None:
+            net = time.monotonic() * 1000.0 - entry.sent_ms - self.controller.est.server_time(split)
+        elif led.net_hi_ms >= led.net_lo_ms:
+            net = led.net_hi_ms
+        else:
+            return  # answered and already read by a tick: the controller has judged it
+        if self.controller.train_check(net):
+            self._train = None
+            if self._pipeline is not None:
+                self._pipeline.choice = self.choice
+
     def observe(self, stream: SenderStream, now: float) -> Switch | None:
         """One tick: what the stream measured since the last one, to the controller."""
-        led = stream.ledger
+        led = self._ledger = stream.ledger
         settled, bp = led.settled_bytes, led.dropped_sender["backpressure"]
         rtt = None
         if led.rtt.seen > self._rtt_seen:
@@ -126,8 +158,8 @@ class Adaptive:
         """Tick until cancelled (the stream's run ends)."""
         stream.pipeline.choice = self.choice
         stream.pipeline.on_encoded = self.on_encoded
-        self._pipeline = stream.pipeline
-        loop = asyncio.get_running_loop()
+        self._pipeline, self._ledger = stream.pipeline, stream.ledger
+        self._loop = loop = asyncio.get_running_loop()
         next_t = loop.time()
         while True:
             next_t += TICK_S

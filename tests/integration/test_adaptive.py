@@ -52,7 +52,8 @@ def test_moves_to_a_smaller_point_under_a_low_cap_and_back(tmp_path: Path) -> No
         url = f"http://{SERVER_IP}:8080"
         net.spawn(net.server, [PY, "server.py", "--host", SERVER_IP, "--port", "8080"], tmp_path / "server.log")
         _wait_http(net, url, tmp_path)
-        net.spawn(net.server, [PY, "-m", "receiver", "--server", url, "--room", "adapt"], tmp_path / "receiver.log")
+        net.spawn(net.server, [PY, "-m", "receiver", "--server", url, "--room", "adapt", "--workers", "1"],
+                  tmp_path / "receiver.log")
         sender = net.spawn(net.device, [PY, "sender.py", "--server", url, "--room", "adapt", "--json", "--quiet",
                                         "--fps", str(FPS), "--frames", str(frames), "--log", str(log),
                                         "--log-level", "warning", "--split", "adaptive",

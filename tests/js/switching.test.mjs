@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 
 import { OperatingPoints } from '../../static/js/runtime/operating.js';
-import { PROBE_FRAMES, Switch, TICK_S } from '../../static/js/sender/adaptive.js';
+import { PROBE_EXCESS_MS, PROBE_FRAMES, Probe, Switch, TICK_S } from '../../static/js/sender/adaptive.js';
 import { Ledger } from '../../static/js/sender/ledger.js';
 import { Pipeline } from '../../static/js/sender/pipeline.js';
 import { build } from '../../static/js/sender/switching.js';
@@ -218,4 +218,57 @@ test('a probe train: the rung for its frames, then the point in use; replies\' n
   assert.ok(o.netMinMs >= 48 - 1e-6 && o.netMs < 50 + 5000, `${o.netMinMs} ${o.netMs}`);
   ad.observe(stream, p, 0.3);
   assert.equal(seen.at(-1).netMs, null, 'no reply in a tick: no network time');
+});
+
+test('a train ends at its first late frame: the next frame is the point in use again', async () => {
+  // each train frame is judged before the next is made: one answered within PROBE_EXCESS_MS
+  // of the network floor lets the train go on; one still unanswered when it has been out
+  // longer than that (less the receiver's time) ends it there; the next tick records the failure
+  const ad = await build(MANIFEST, OPS, 1.0, 30, { heads: heads() });
+  const start = ad.point;
+  const rung = ad.controller.points.find((p) => !p.equals(start)); // any other point: the train is forced
+  const ledger = new Ledger(MANIFEST.classes);
+  const stream = { ledger, channel: { bufferedAmount: 0 }, rtt: { last: null, seen: 0 }, opts: { maxBuffered: 0 },
+    receiver: null };
+  const pipeline = { choice: ad.choice };
+  const ctl = ad.controller;
+  let seq = 0;
+  /** One frame of the pipeline's choice, sent 30 ms ago; answered `lateMs` after it left (null: not yet). */
+  const send = (lateMs) => {
+    const ch = pipeline.choice;
+    const now = performance.now();
+    ledger.onSent(seq, now - 31, now - 30, seq, { point: [ch.split, ch.codec, ch.head], nbytes: 100 });
+    ad.onEncoded({ seq, captureMs: now - 31, messages: [new Uint8Array(100)], split: ch.split, codec: ch.codec,
+      head: ch.head, headMs: 1, encodeMs: 0.1 }, now - 30);
+    if (lateMs !== null) {
+      ledger._pop(seq);
+      ad.onRecord({ seq, latency_ms: 1 + 2 + lateMs, receiver: { total_ms: 2 } });
+    }
+    seq += 1;
+  };
+  const decide = ctl.observe.bind(ctl);
+  let forced = null;
+  ctl.observe = (o) => {
+    const sw = decide(o);
+    if (forced !== null || o.t < 1.0) return sw;
+    ctl.probing = new Probe(o.t, start, rung, 0, ctl.est.capacityBps, ctl.est.capacityBps);
+    forced = new Switch(o.t, start, rung, 'probe', {}, {}, 4);
+    return forced;
+  };
+  for (let k = 1; k <= 10; k += 1) { // a network floor of 2 ms
+    pipeline.choice = ad.choice;
+    send(2.0);
+    ad.observe(stream, pipeline, k * TICK_S);
+  }
+  ad.observe(stream, pipeline, 1.1);
+  assert.ok(forced !== null && pipeline.choice.split === rung.split);
+  send(2.0 + PROBE_EXCESS_MS / 2); // within the excess: the train goes on
+  ad._judgeTrain(seq - 1, rung.split, performance.now() - 30);
+  assert.equal(pipeline.choice.split, rung.split);
+  send(null); // out 30 ms and unanswered: late, the train ends here
+  ad._judgeTrain(seq - 1, rung.split, performance.now() - 30);
+  assert.equal(pipeline.choice.split, start.split);
+  assert.equal(ad._train, null);
+  const sw = ad.observe(stream, pipeline, 1.2);
+  assert.ok(sw !== null && sw.why === 'probe_failed' && ctl.current.equals(start));
 });

@@ -36,9 +36,9 @@ export const PATH_TICKS = 2;           // every reply over its network floor by 
 export const DWELL_S = 2.0;            // least time on a point before an improvement switch
 export const GAIN = 0.15;              // an improvement must predict this much less latency ...
 export const GAIN_MS = 0.5;            // ... and at least this many ms
-export const PROBE_WAIT_S = 0.3;       // under-used time before a probe train (a rise is taken within about 1 s)
+export const PROBE_WAIT_S = 0.2;       // under-used time before a probe train (a rise is taken within about 1 s)
 export const PROBE_FRAMES = 6;         // a probe is a train of this many frames of the rung, then back
-export const PROBE_JUDGE_S = 0.1;      // after the train's frames went out, their replies must be in by then
+export const PROBE_JUDGE_S = 0.05;     // after the train's frames went out, their replies must be in by then (the next tick)
 export const PROBE_EXCESS_MS = 5.0;    // a train fails if a reply's network time exceeds its floor by more
 export const PROBE_FACTOR = 2.0;       // a rung is chosen if faster at 2, 4, 8 or 16 times the capacity known
 export const PROBE_QUEUE_FRAMES = 2.0; // a train fails if the send queue grows by more than this many rung frames
@@ -46,6 +46,7 @@ export const PROBE_BAN_S = 1.0;        // a rung that congested the link is not 
 export const PROBE_BAN_RECENT_S = 5.0; // ... doubled when it congested within this of being kept by a probe ...
 export const PROBE_BAN_MAX_S = 4.0;    // ... up to this
 export const PROBE_JUDGE_MAX_S = 0.3;  // a train frame still unanswered this long after the train's judging: failed
+export const TRAIN_GUARD_MS = 4.0;     // a train frame is judged this long before the next frame is due (its head reads the choice)
 export const NET_FLOOR_TAU_S = 5.0;    // the network-time floor rises this slowly (falls at once)
 export const RTT_NEAR = 2.0;           // under-used: the newest RTT at most this times its floor ...
 export const RTT_SLACK_MS = 25.0;      // ... plus this (a shared CPU jitters by that much)
@@ -266,7 +267,10 @@ export class Estimates {
     } else if (this.drainBps > this.capacityBps) {
       this.capacityBps = this.drainBps; // it carried more than we thought: a floor
     }
-    this.underused = (warm && !this.congested && this.overTicks === 0
+    // under-use needs no rate history: the replies' network times say it from the first one on
+    // (a probe's train is judged by them), so a start on a point below the link's (the device's
+    // speed said the late split) is left within a fraction of a second
+    this.underused = ((warm || this.netFloorMs !== null) && !this.congested && this.overTicks === 0
       && this.queueMs <= CONGESTED_MS / 2 && !this.rttRaised()
       && (this.netQueueMs === null || this.netQueueMs <= PROBE_EXCESS_MS));
   }
@@ -369,6 +373,7 @@ export class Probe {
     this.hypothesisBps = hypothesisBps; // the capacity at which the rung was predicted faster
     this.worstMs = 0.0;
     this.answered = false;
+    this.cut = false;   // a train frame came back late (`trainCheck`): its other frames were not sent
   }
 }
 
@@ -468,6 +473,30 @@ export class Controller {
       }
     }
     return null;
+  }
+
+  /**
+   * A train frame judged before the next frame is made (`switching.js` asks once per train
+   * frame, `TRAIN_GUARD_MS` before the next is due): `netMs` is the greatest network time of
+   * the replies since the last tick, or, while the frame is unanswered, the least it can be
+   * (the time it has been out less the receiver's). Over its floor by `PROBE_EXCESS_MS`: the
+   * path queues, the train has failed, and true says to send no more of its frames (the
+   * queue they would join is the latency the point in use pays next); the `probe_failed`
+   * record comes with the next tick. A tick judges a train only after its reply is in, up to
+   * a tick late: by then a train on a link below the rung has sent one or two more frames
+   * into the queue.
+   * @param {number} netMs
+   * @returns {boolean}
+   */
+  trainCheck(netMs) {
+    const pr = this.probing;
+    const floor = this.est.netFloorMs;
+    if (pr === null || floor === null || pr.cut) return false;
+    const excess = netMs - floor;
+    if (excess <= PROBE_EXCESS_MS) return false;
+    pr.worstMs = Math.max(pr.worstMs, excess);
+    pr.cut = true;
+    return true;
   }
 
   /**

@@ -10,13 +10,15 @@
  * and applies what it decides: the pipeline's `choice` is replaced in one assignment, read
  * once per frame before its head runs, so every frame is made and labelled by one point and
  * a switch loses nothing (the receiver holds every tail). A probe train is the rung for its
- * frames (counted here as they go out), then the controller's point again.
+ * frames (counted here as they go out), then the controller's point again; each of its frames
+ * is judged just before the next one is made (`Controller.trainCheck`): on a link below the
+ * rung the first late reply ends the train there, a tick before the controller's verdict.
  * Every switch is logged with its estimates, counted, and kept (the last `KEEP_SWITCHES`)
  * for the summary; the page's app stats carry the point in use.
  * @module switching
  */
 import { isPortable } from '../runtime/operating.js';
-import { Controller, Estimates, Observation, Point, TICK_S, pareto } from './adaptive.js';
+import { Controller, Estimates, Observation, Point, TICK_S, TRAIN_GUARD_MS, pareto } from './adaptive.js';
 import { profile } from './profile.js';
 
 export const KEEP_SWITCHES = 1000;
@@ -73,7 +75,8 @@ export class Adaptive {
 
   /**
    * A frame went out: its head and encode times refresh the profile; the last frame of a
-   * probe train hands the pipeline back to the point in use.
+   * probe train hands the pipeline back to the point in use, the others are judged just
+   * before the next frame is made (`_judgeTrain`).
    */
   onEncoded(frame, nowMs = performance.now()) {
     for (const m of frame.messages) this._sent += m.byteLength;
@@ -89,7 +92,30 @@ export class Adaptive {
       if (train.left <= 0) {
         this._train = null;
         if (this._pipeline !== null) this._pipeline.choice = this.choice;
+      } else if (this._hooked !== null) {
+        const due = frame.captureMs + 1000 / this.controller.fps - TRAIN_GUARD_MS;
+        const { seq, split } = frame;
+        setTimeout(() => this._judgeTrain(seq, split, nowMs), Math.max(0, due - performance.now()));
       }
+    }
+  }
+
+  /**
+   * A train frame, just before the next frame reads the choice: its reply (the greatest
+   * network time since the last tick), or while it is unanswered the least its network time
+   * can be, to the controller; a late one ends the train here, a tick earlier than the
+   * controller's verdict (`Controller.trainCheck`).
+   */
+  _judgeTrain(seq, split, sentMs, nowMs = performance.now()) {
+    const led = this._hooked;
+    if (this._train === null || led === null) return; // the train ended since (a tick's verdict)
+    let net;
+    if (led.inFlight.has(seq)) net = nowMs - sentMs - this.controller.est.serverTime(split);
+    else if (this._netHi >= this._netLo) net = this._netHi;
+    else return; // answered and already read by a tick: the controller has judged it
+    if (this.controller.trainCheck(net)) {
+      this._train = null;
+      if (this._pipeline !== null) this._pipeline.choice = this.choice;
     }
   }
 
