@@ -37,6 +37,7 @@ import os
 import pickle
 import random
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -504,6 +505,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.generate is not None:
         asyncio.run(generate(args))
         return 0
+    # SIGTERM (a timeout, a kill) unwinds like Ctrl-C: the receiver, the generators and the
+    # CPU-quota groups are stopped and removed by their ``with`` blocks, not left behind
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     counts = [int(x) for x in args.streams.split(",")]
     args.out.mkdir(parents=True, exist_ok=True)
     name = f"capacity-{args.split}-{args.codec}-w{args.workers}{('-' + args.tag) if args.tag else ''}"
