@@ -60,7 +60,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                    help="ONNX Runtime threads per tail (default 1)")
     p.add_argument("--workers", type=_workers, default=None, metavar="N|auto",
                    help="worker processes serving the senders (default auto: one per core this process may "
-                        "use; 1: this process alone, no workers)")
+                        "use, or one per CPU of --cpus, each pinned to its own; 1: this process alone, no workers)")
     p.add_argument("--max-batch", type=cli.positive(int, "frames"), default=MAX_BATCH,
                    help="frames of one split in one tail job (default %(default)s)")
     p.add_argument("--summary", action="store_true", help="print per-sender counters as JSON at exit")
@@ -89,9 +89,17 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def _workers(text: str) -> int:
-    """``--workers``: a positive count, or ``auto`` for one per core."""
-    return default_workers() if text == "auto" else int(cli.positive(int, "worker processes")(text))
+def _workers(text: str) -> int | None:
+    """``--workers``: a positive count, or ``auto`` (None: one per core, decided in ``main``)."""
+    return None if text == "auto" else int(cli.positive(int, "worker processes")(text))
+
+
+def workers_for(args: argparse.Namespace) -> int:
+    """The worker processes to run: as given, or for ``auto`` one per CPU of ``--cpus`` (each
+    worker pinned to its own), else one per core this process may use."""
+    if args.workers is not None:
+        return int(args.workers)
+    return len(args.cpus) if args.cpus else default_workers()
 
 
 def limits(args: argparse.Namespace) -> Limits:
@@ -203,8 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse(argv)
     cli.setup_logging(args.log_level)
-    if args.workers is None:
-        args.workers = default_workers()
+    args.workers = workers_for(args)
     if args.workers > 1:
         try:
             pool = run_with_loop(run_pool(args, argv), args.event_loop)
