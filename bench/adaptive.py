@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -72,7 +73,7 @@ def run_policy(policy: str, phase: float, fps: float, work: Path, extra: list[st
     out_text = (work / "sender.out").read_text()
     summary = json.loads([ln for ln in out_text.splitlines() if ln.startswith("{")][-1])
     return {"policy": policy, "summary": summary, "steps_s": steps, "steps_wall": walls,
-            "steps_mono": [t0 + s for s in steps], "qdisc": qdisc,
+            "t0_mono": t0, "steps_mono": [t0 + s for s in steps], "qdisc": qdisc,
             "frames": [json.loads(ln) for ln in log.read_text().splitlines() if ln.strip()]}
 
 
@@ -202,19 +203,35 @@ def targets(table: dict[str, list[dict]], runs: list[dict], fps: float) -> list[
     return [*out, ""]
 
 
+def _seconds(run: dict, fps: float) -> Callable[[dict], float]:
+    """A frame's time on the plot: its capture time since the rates began (the run's ``t0``,
+    or, for runs read back by ``--replot``, the first reply's arrival), else its index / fps
+    (which runs ahead of time when the sender skips frames)."""
+    frames = run["frames"]
+    if frames and all("capture_ms" in f for f in frames):
+        t0 = run.get("t0_mono")
+        if t0 is None:
+            first = min((f for f in frames if "latency_ms" in f), key=lambda f: f["capture_ms"], default=None)
+            t0 = (first["capture_ms"] + first["latency_ms"]) / 1000 if first else frames[0]["capture_ms"] / 1000
+        return lambda f: f["capture_ms"] / 1000 - t0
+    return lambda f: f["frame"] / fps
+
+
 def plot(runs: list[dict], phase: float, fps: float, path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, (ax, bx) = plt.subplots(2, 1, figsize=(11, 7), sharex=True)
     for run in runs:
+        at = _seconds(run, fps)
         fr = [f for f in run["frames"] if "latency_ms" in f]
-        ax.plot([f["frame"] / fps for f in fr], [f["latency_ms"] for f in fr], ".", ms=2, label=run["policy"])
+        ax.plot([at(f) for f in fr], [f["latency_ms"] for f in fr], ".", ms=2, label=run["policy"])
     ad = next((r for r in runs if r["policy"] == "adaptive"), None)
     if ad:
+        at = _seconds(ad, fps)
         keys = [f"{f.get('split')}/{f.get('codec')}/{f.get('head')}" for f in ad["frames"]]
         names = sorted(set(keys))
-        bx.plot([f["frame"] / fps for f in ad["frames"]], [names.index(k) for k in keys], "-", lw=1)
+        bx.plot([at(f) for f in ad["frames"]], [names.index(k) for k in keys], "-", lw=1)
         bx.set_yticks(range(len(names)), names, fontsize=7)
     for k in range(1, len(RATES)):
         for a in (ax, bx):
@@ -223,10 +240,24 @@ def plot(runs: list[dict], phase: float, fps: float, path: Path) -> None:
     ax.set_ylabel("capture-to-reply ms")
     ax.legend(fontsize=7)
     ax.set_title("rates " + " -> ".join(f"{r:g}" for r in RATES) + " Mbit/s")
-    bx.set_xlabel("s (frame index / fps)")
+    bx.set_xlabel("s since the rates began (frame capture time)")
     bx.set_ylabel("adaptive: point in use")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+
+
+def replot(out: Path, phase: float, fps: float) -> int:
+    """The figure again from ``out/runs/POLICY/frames.jsonl`` (the adaptive run first)."""
+    runs = []
+    for d in sorted((out / "runs").glob("*/frames.jsonl"), key=lambda p: (p.parent.name != "adaptive", p.parent.name)):
+        policy = d.parent.name if d.parent.name == "adaptive" else d.parent.name.replace("_", "/")
+        runs.append({"policy": policy, "frames": [json.loads(ln) for ln in d.read_text().splitlines() if ln.strip()]})
+    if not runs:
+        print(f"bench.adaptive: no runs under {out / 'runs'}")
+        return 2
+    plot(runs, phase, fps, out / "adaptive.png")
+    print(f"wrote {out / 'adaptive.png'} from {len(runs)} runs")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -239,7 +270,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="extra sender options for the adaptive run (default: the slow device's profile, "
                          "results/adaptive/slow-device.json; '' for this machine's own)")
     ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--replot", action="store_true",
+                    help="measure nothing: draw adaptive.png again from the frames logged under --out/runs/")
     args = ap.parse_args(argv)
+    if args.replot:
+        return replot(args.out, args.phase, args.fps)
     why = unavailable_reason()
     if why:
         print(f"bench.adaptive: {why}")
