@@ -32,18 +32,19 @@ import os
 import signal
 import sys
 from collections.abc import Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from receiver.engine import MAX_BATCH
-from receiver.limits import Limits
+from receiver.limits import MAX_BATCH, Limits
 from receiver.pool import ReceiverPool, default_workers
-from receiver.service import Receiver
 from splitcore.process import cli
 from splitcore.process.cpus import add_cpus_option, pin
 from splitcore.process.loops import add_event_loop_option, run_with_loop
 from splitcore.rtc import ice
 from splitcore.rtc.signaling import SignalingError, add_access_options, credentials_from
 from splitcore.runtime.models import Manifest, ModelError
+
+if TYPE_CHECKING:
+    from receiver.service import Receiver
 
 log = cli.logger("receiver")
 SHUTDOWN_S = 2.5  # closing every session at exit; the process must be gone within 3 s
@@ -110,6 +111,10 @@ def limits(args: argparse.Namespace) -> Limits:
 
 
 async def run(args: argparse.Namespace) -> Receiver:
+    # here, not at the top: a --workers parent never runs a session, and aiortc and ONNX
+    # Runtime are most of a receiver's memory
+    from receiver.service import Receiver
+
     ice_config = ice.from_args(args)
     log.info("%s", ice_config.describe())
     if ice_config.aiortc_ignored:

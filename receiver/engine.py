@@ -41,10 +41,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from receiver.limits import MAX_BATCH
 from receiver.splits import SplitTable, load_splits
 from splitcore.runtime.models import Manifest
 
-MAX_BATCH = 32      # frames of one split in one job
 GATHER_S = 0.002    # longest the first frame of a batch waits for more frames of its split
 WINDOW_S = 1.0      # how long "frames of this split were in the engine together" is remembered
 GAP_WEIGHT = 0.125  # weight of the newest gap between a split's frames in its running mean

@@ -10,6 +10,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+MAX_BATCH = 32            # frames of one split in one tail job (receiver.engine)
+EARLIER = "(earlier)"     # summary key of the ended sessions added up beyond Limits.keep_closed
+
 
 @dataclass(frozen=True)
 class Limits:

@@ -41,7 +41,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from receiver.service import EARLIER
+from receiver.limits import EARLIER
 from splitcore.process.cli import logger
 from splitcore.rtc.signaling import Credentials, SignalingClient, SignalingError
 from splitcore.rtc.stats import Report, StatsPublisher

@@ -27,8 +27,8 @@ from typing import Any
 
 from aiortc import RTCDataChannel, RTCPeerConnection
 
-from receiver.engine import MAX_BATCH, TailEngine
-from receiver.limits import Limits
+from receiver.engine import TailEngine
+from receiver.limits import EARLIER, MAX_BATCH, Limits
 from receiver.lograte import RateLimitedLog
 from receiver.session import SenderSession
 from splitcore.process.cli import logger
@@ -40,7 +40,6 @@ from splitcore.runtime.models import Manifest
 
 log = logger("receiver.service")
 KEEP_CLOSED_REPORTS = 16   # ended sessions whose final byte counters the dashboard still sees
-EARLIER = "(earlier)"      # summary key of the ended sessions added up beyond Limits.keep_closed
 CLOSE_TIMEOUT_S = 2.0      # closing one peer connection (a dead peer never acknowledges)
 
 

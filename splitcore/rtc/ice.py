@@ -24,10 +24,10 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from aiortc import RTCConfiguration, RTCIceServer
-from aiortc.rtcconfiguration import RTCIceTransportPolicy
+if TYPE_CHECKING:
+    from aiortc import RTCConfiguration
 
 ENV = "SPLITRTC_ICE_SERVERS"
 MAX_FILE_BYTES = 64 * 1024   # a real list is a few hundred bytes; refuse to read a wrong file whole
@@ -83,7 +83,12 @@ class IceConfig:
                 f"turn: or turns: url; add one with --ice-servers FILE or ${ENV}")
 
     def rtc_configuration(self) -> RTCConfiguration:
-        """The aiortc configuration: every server as given, RELAY policy when relay-only."""
+        """The aiortc configuration: every server as given, RELAY policy when relay-only.
+        (aiortc is imported here: parsing ICE options, as a ``--workers`` parent does, needs
+        none of it.)"""
+        from aiortc import RTCConfiguration, RTCIceServer
+        from aiortc.rtcconfiguration import RTCIceTransportPolicy
+
         servers = [RTCIceServer(urls=list(s.urls), username=s.username, credential=s.credential)
                    for s in self.servers]
         policy = RTCIceTransportPolicy.RELAY if self.relay_only else RTCIceTransportPolicy.ALL

@@ -21,9 +21,10 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from aiortc import RTCDataChannel, RTCPeerConnection
+if TYPE_CHECKING:  # the stats publisher alone (a --workers parent) needs no aiortc
+    from aiortc import RTCDataChannel, RTCPeerConnection
 
 log = logging.getLogger("splitrtc.rtc.stats")
 

@@ -11,11 +11,14 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import onnxruntime as ort
 
 from splitcore.wire import codecs
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
 
 DEFAULT_MANIFEST = Path(__file__).resolve().parents[2] / "models" / "manifest.json"
 
@@ -103,7 +106,10 @@ def check_file(f: ModelFile) -> None:
 
 def open_session(f: ModelFile, threads: int = 1) -> ort.InferenceSession:
     """An ONNX Runtime CPU session on ``threads`` intra-op threads (one inter-op: a model
-    here is a chain), its load failure phrased as a ``ModelError``."""
+    here is a chain), its load failure phrased as a ``ModelError``. ONNX Runtime is imported
+    here, at the first session: reading a manifest (a ``--workers`` parent) needs none of it."""
+    import onnxruntime as ort
+
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1

@@ -27,3 +27,15 @@ def test_a_bad_count_is_refused_at_parse_time(capsys: pytest.CaptureFixture[str]
 def test_the_workers_get_every_argument_but_workers() -> None:
     argv = ["--room", "r", "--workers", "2", "--cpus", "0", "--workers=4", "--summary"]
     assert worker_argv(argv) == ["--room", "r", "--cpus", "0", "--summary"]
+
+
+def test_the_parent_of_workers_loads_neither_aiortc_nor_onnx_runtime() -> None:
+    """A ``--workers N`` parent only signals and adds up stats: what it imports (the
+    receiver's command line, the pool, signaling, the stats publisher, the manifest) must
+    not pull in aiortc (with PyAV) or ONNX Runtime, about 60 MB it would hold for nothing."""
+    import subprocess
+    import sys
+    code = ("import sys, receiver.__main__, receiver.pool; from splitcore.runtime.models import Manifest; "
+            "Manifest.load(None); print(sorted(m for m in ('aiortc', 'av', 'onnxruntime') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
