@@ -166,11 +166,14 @@ const COLUMNS = [
 /** id -> {tr, cells: {key: td}, nameEl, swatch, badge} */
 const rows = new Map();
 
-function createRow(peer) {
+/**
+ * A table row of one cell per `[key, className]` column (`td[data-key]`), with the colour
+ * swatch and name span every peer's name cell starts with: the peer table's and the pool's.
+ */
+function tableRow(columns) {
   const tr = document.createElement("tr");
-  tr.dataset.peerId = peer.id;
   const cells = {};
-  for (const [key, cls] of COLUMNS) {
+  for (const [key, cls] of columns) {
     const td = document.createElement("td");
     td.dataset.key = key;
     if (cls) td.className = cls;
@@ -181,6 +184,12 @@ function createRow(peer) {
   swatch.className = "swatch";
   const nameEl = document.createElement("span");
   nameEl.className = "peer-name";
+  return { tr, cells, swatch, nameEl };
+}
+
+function createRow(peer) {
+  const { tr, cells, swatch, nameEl } = tableRow(COLUMNS);
+  tr.dataset.peerId = peer.id;
   // candidate pair type and DTLS cipher, under the name (see securityOf)
   const security = document.createElement("small");
   security.className = "security";
@@ -301,22 +310,12 @@ function renderSwitches() {
 /** receiver id -> {tr, cells, nameEl, swatch, senders (signature of the senders cell)} */
 const poolRows = new Map();
 
+const POOL_COLUMNS = [["name", "name"], ["workers", "num"], ["streams", "num"], ["cpu", "num"], ["queue", "num"],
+  ["senders", "senders"]];
+
 function createPoolRow(id) {
-  const tr = document.createElement("tr");
+  const { tr, cells, swatch, nameEl } = tableRow(POOL_COLUMNS);
   tr.dataset.receiverId = id;
-  const cells = {};
-  for (const [key, cls] of [["name", "name"], ["workers", "num"], ["streams", "num"], ["cpu", "num"], ["queue", "num"],
-    ["senders", "senders"]]) {
-    const td = document.createElement("td");
-    td.dataset.key = key;
-    td.className = cls;
-    cells[key] = td;
-    tr.append(td);
-  }
-  const swatch = document.createElement("i");
-  swatch.className = "swatch";
-  const nameEl = document.createElement("span");
-  nameEl.className = "peer-name";
   const badge = document.createElement("span");
   badge.className = "badge";
   badge.dataset.kind = "stale";

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlencode
 
 import cv2
@@ -102,17 +103,23 @@ def sender_stats(dash: Dashboard, frames: int, name: str) -> dict:
     return stats["app"]
 
 
+def stream(browser, url: str, workdir: Path, errors: list[str], room: str, frames: int,
+           **params: Any) -> tuple[dict, dict]:
+    """The sender page named ``room`` streaming ``frames`` to a Python receiver in room
+    ``room`` with the page's ``params``: what the page shows and the stats it published."""
+    dash = Dashboard(url, room)
+    try:
+        with process(receiver_args(url, room, "--name", "py-recv"), workdir / f"receiver-{room}.log"):
+            snap = run_page(browser, url, errors, room=room, receiver="py-recv", frames=frames, name=room, **params)
+            return snap, sender_stats(dash, frames, room)
+    finally:
+        dash.close()
+
+
 @needs_points
 def test_browser_sender_adaptive_to_python_receiver(browser, url: str, workdir: Path) -> None:
     errors: list[str] = []
-    dash = Dashboard(url, "br-adaptive")
-    try:
-        with process(receiver_args(url, "br-adaptive", "--name", "py-recv"), workdir / "receiver-adaptive.log"):
-            snap = run_page(browser, url, errors, room="br-adaptive", split="adaptive", receiver="py-recv",
-                            frames=FRAMES, name="br-adaptive", maxDrop=1.0)
-            app = sender_stats(dash, FRAMES, "br-adaptive")
-    finally:
-        dash.close()
+    snap, app = stream(browser, url, workdir, errors, "br-adaptive", FRAMES, split="adaptive", maxDrop=1.0)
     s = snap["summary"]
     check_books(s, FRAMES)
 
@@ -151,14 +158,7 @@ def test_browser_sender_adaptive_to_python_receiver(browser, url: str, workdir: 
 def test_browser_sender_fixed_stats_name_the_point(browser, url: str, workdir: Path) -> None:
     """A fixed split publishes the same point fields (float32 head, the page's codec), no switches."""
     errors: list[str] = []
-    dash = Dashboard(url, "br-fixed")
-    try:
-        with process(receiver_args(url, "br-fixed", "--name", "py-recv"), workdir / "receiver-fixed.log"):
-            snap = run_page(browser, url, errors, room="br-fixed", split="stage2", codec="clip4+zlib",
-                            receiver="py-recv", frames=FIXED_FRAMES, name="br-fixed")
-            app = sender_stats(dash, FIXED_FRAMES, "br-fixed")
-    finally:
-        dash.close()
+    snap, app = stream(browser, url, workdir, errors, "br-fixed", FIXED_FRAMES, split="stage2", codec="clip4+zlib")
     check_books(snap["summary"], FIXED_FRAMES)
     assert POINT_KEYS <= app.keys() and "switches" not in app, app
     assert (app["split"], app["codec"], app["head"]) == ("stage2", "clip4+zlib", "float32")
@@ -172,14 +172,8 @@ def test_browser_sender_streams_the_defended_split(browser, url: str, workdir: P
     """The defended split (python -m training.defend) streams from the browser like the others:
     its head in onnxruntime-web, a calibrated quantizing codec, the Python receiver's tail."""
     errors: list[str] = []
-    dash = Dashboard(url, "br-private")
-    try:
-        with process(receiver_args(url, "br-private", "--name", "py-recv"), workdir / "receiver-private.log"):
-            snap = run_page(browser, url, errors, room="br-private", split="stage1-private", codec="int8-channel+zlib",
-                            receiver="py-recv", frames=FIXED_FRAMES, name="br-private")
-            app = sender_stats(dash, FIXED_FRAMES, "br-private")
-    finally:
-        dash.close()
+    snap, app = stream(browser, url, workdir, errors, "br-private", FIXED_FRAMES, split="stage1-private",
+                       codec="int8-channel+zlib")
     check_books(snap["summary"], FIXED_FRAMES)
     assert app["operating_point"] == "stage1-private/int8-channel+zlib/float32", app
     assert app["leakage"] == leakage_of("stage1-private", "int8-channel+zlib", "float32")
